@@ -1,0 +1,35 @@
+# Two entry points for a new user: `make demo` (the main job) and `make test` (the suite).
+# Both build the project virtualenv idempotently: it is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export DS_ACCELERATOR ?= cpu
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv test demo demo-tiny clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, from the local wheels (CUDA builds that run on a CPU); see env notes in README.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q -x --durations=15
+
+demo: venv
+	$(VENV)/bin/fgclip-lmm demo --out runs/demo
+
+demo-tiny: venv
+	$(VENV)/bin/fgclip-lmm demo --tiny --out runs/demo-tiny
+
+clean-venv:
+	rm -rf $(VENV)
