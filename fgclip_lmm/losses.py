@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
@@ -37,7 +38,7 @@ def gather_with_grad(x: torch.Tensor, world_size: int) -> torch.Tensor:
     if len({int(s) for s in sizes}) != 1:
         raise ValueError(f"global loss needs equal local batches on every rank; got {[int(s) for s in sizes]} "
                          "(use a sampler with drop_last so each rank gets the same count)")
-    return torch.cat(torch.distributed.nn.functional.all_gather(x), dim=0)
+    return torch.cat(dist_fn.all_gather(x), dim=0)
 
 
 class GlobalContrastiveLoss(nn.Module):
