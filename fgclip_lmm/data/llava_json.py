@@ -1,0 +1,101 @@
+"""LLaVA instruction / caption JSON reader (llava.md §5.3).
+
+Record: `{"id", "image" (optional), "conversations": [{"from": "human", "value": "<image>\\n..."},
+{"from": "gpt", "value": ...}, ...]}`. Turns alternate human / gpt starting with human. A record with `image`
+holds exactly one `<image>` placeholder; an image-less (text-only) record holds none.
+
+Samples: `id`, `conversations` (list of {"from", "value"}), `pixel_values` ((3, S, S) or None for text-only
+records), `has_image`, `record_id`. Large files stream through `streaming.stream_llava(config)`. Tokenisation and label masking belong to the LMM trainer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy, OnBadRecord
+from fgclip_lmm.data.base import ImageRecordDataset, resolve_image_path
+from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor
+from fgclip_lmm.data.records_io import read_records, resolve_data_files
+
+IMAGE_PLACEHOLDER = "<image>"
+ROLES = ("human", "gpt")
+
+
+@dataclass(frozen=True)
+class LlavaConfig:
+    data_path: str | list
+    image_root: str | None = None
+    strip_prefixes: tuple[str, ...] = ()
+    image_size: int = 336
+    on_bad_record: OnBadRecord = "error"
+    check_image_paths: bool = True
+
+
+@dataclass
+class LlavaRecord:
+    source: str
+    index: int
+    id: str
+    image_path: Path | None
+    conversations: list[dict]
+    image_field: str = "image"
+
+
+def parse_llava_record(raw: dict, source: str, index: int, config: LlavaConfig, policy: BadRecordPolicy) -> LlavaRecord | None:
+    if "id" not in raw or raw["id"] is None:
+        policy.reject(BadReason.MISSING_FIELD, source, index, "id", "field is missing")
+        return None
+    turns = raw.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        policy.reject(BadReason.MISSING_FIELD, source, index, "conversations", "expected a non-empty list of turns")
+        return None
+    for t, turn in enumerate(turns):
+        label = f"conversations[{t}]"
+        if not isinstance(turn, dict) or turn.get("from") != ROLES[t % 2] or not isinstance(turn.get("value"), str):
+            policy.reject(BadReason.MISSING_FIELD, source, index, label,
+                          f"expected {{'from': {ROLES[t % 2]!r}, 'value': str}} (turns alternate human/gpt)")
+            return None
+        if not turn["value"].replace(IMAGE_PLACEHOLDER, "").strip() and turn["from"] == "gpt":
+            policy.reject(BadReason.EMPTY_CAPTION, source, index, f"{label}.value", "answer is empty")
+            return None
+    placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
+    image = raw.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        policy.reject(BadReason.MISSING_FIELD, source, index, "image", f"expected a relative path, got {image!r}")
+        return None
+    expected = 1 if image is not None else 0
+    if placeholders != expected:
+        policy.reject(BadReason.MISSING_FIELD, source, index, "conversations",
+                      f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for a record {'with' if image else 'without'} an image")
+        return None
+    path = None
+    if image is not None:
+        path = resolve_image_path(image, config.image_root, config.strip_prefixes)
+        if config.check_image_paths and not ImageRecordDataset.check_exists(path, policy, source, index, "image"):
+            return None
+    conversations = [{"from": turn["from"], "value": turn["value"]} for turn in turns]
+    return LlavaRecord(source, index, str(raw["id"]), path, conversations)
+
+
+def make_llava_sample(record: LlavaRecord, pixels, rng=None) -> dict:
+    return {"id": record.id, "conversations": record.conversations, "pixel_values": pixels,
+            "has_image": record.image_path is not None, "record_id": f"{record.source} record {record.index}"}
+
+
+class LlavaJsonDataset(ImageRecordDataset):
+    """Map-style LLaVA reader, image-less records included; images decoded lazily with the skip fallback."""
+
+    def __init__(self, config: LlavaConfig, policy: BadRecordPolicy | None = None):
+        policy = policy or BadRecordPolicy(config.on_bad_record)
+        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size)), policy)
+        self.config = config
+        for path in resolve_data_files(config.data_path):
+            for index, raw in read_records(path, policy):
+                record = parse_llava_record(raw, str(path), index, config, policy)
+                if record is not None:
+                    self.records.append(record)
+        self._finalise()
+
+    def __getitem__(self, index: int) -> dict:
+        used, pixels = self._load_image(index)
+        return make_llava_sample(self.records[used], pixels)
