@@ -186,7 +186,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     dtype = DTYPES[cfg.dtype] if cfg.dtype != "auto" else (getattr(text_config, "dtype", None) or torch.float32)
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     model = model.to(dtype)
-    model.config.use_cache = True
+    model.config.text_config.use_cache = True
 
     stop_id = tokenizer.convert_tokens_to_ids(stop_string(tpl, tokenizer.eos_token or ""))
     eos_id = stop_id if stop_id is not None and stop_id != tokenizer.unk_token_id else tokenizer.eos_token_id
