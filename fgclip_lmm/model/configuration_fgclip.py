@@ -8,7 +8,6 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-from .positions import default_long_length
 
 
 @strict
@@ -41,7 +40,6 @@ class FGCLIPConfig(CLIPConfig):
         return self.text_config.max_position_embeddings
 
     def validate_architecture(self):
-        super().validate_architecture() if hasattr(super(), "validate_architecture") else None
         short = self.text_config.max_position_embeddings
         if self.long_max_len < short:
             raise ValueError(f"long_max_len ({self.long_max_len}) must be >= text max_position_embeddings ({short})")
@@ -54,22 +52,16 @@ class FGCLIPConfig(CLIPConfig):
                 raise ValueError(f"text_config.{name}={value!r} must be an id inside the vocabulary ({text.vocab_size})")
 
     @classmethod
-    def tiny(cls, vocab_size: int = 512, image_size: int = 32, patch_size: int = 8, **overrides) -> "FGCLIPConfig":
-        """A laptop-sized preset (2 layers, width 32) for tests and the synthetic world."""
-        short, keep, stretch = 24, 4, 4
-        text = CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=short, projection_dim=16,
-            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-        )
-        vision = CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch_size, projection_dim=16,
-        )
-        kwargs = dict(
-            text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16,
-            long_max_len=default_long_length(short, keep, stretch), keep_len=keep, position_stretch=stretch,
-            logit_scale_init_value=4.6052, hard_negatives_per_box=10,
-        )
+    def tiny(cls, vocab_size: int = 512, image_size: int = 32, patch_size: int = 8, width: int = 32,
+             layers: int = 2, projection_dim: int = 16, **overrides) -> "FGCLIPConfig":
+        """A laptop-sized preset (default 2 layers, width 32) with the real 77/248 text lengths."""
+        heads = max(1, width // 32)
+        tower = dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                     num_attention_heads=heads, projection_dim=projection_dim)
+        text = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=vocab_size - 2,
+                              eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1, **tower)
+        vision = CLIPVisionConfig(image_size=image_size, patch_size=patch_size, **tower)
+        kwargs = dict(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim,
+                      logit_scale_init_value=4.6052)
         kwargs.update(overrides)
         return cls(**kwargs)

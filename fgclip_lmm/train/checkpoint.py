@@ -1,0 +1,92 @@
+"""Atomic checkpoints and `--resume auto`.
+
+Every checkpoint is written into a hidden temporary directory and renamed into place only when complete (a rename
+is atomic on one filesystem), then marked with a `COMPLETE` file; `latest_complete` ignores anything else, so a
+run killed mid-write resumes from the previous checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+COMPLETE = "COMPLETE"
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:08d}"
+
+
+def staging_dir(final: Path) -> Path:
+    return final.parent / f".tmp-{final.name}"
+
+
+def publish(staging: Path, final: Path, meta: dict) -> None:
+    """Mark `staging` complete and atomically move it to `final` (replacing an older copy)."""
+    (staging / COMPLETE).write_text(json.dumps(meta))
+    if final.exists():
+        old = final.parent / f".old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def latest_complete(root: Path) -> Path | None:
+    done = [p for p in root.glob("step_*") if (p / COMPLETE).is_file()] if root.is_dir() else []
+    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+def resolve_resume(resume: str, root: Path) -> Path | None:
+    """'' -> None; 'auto' -> newest complete checkpoint under root (or None); else an explicit complete dir."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return latest_complete(root)
+    path = Path(resume)
+    if not (path / COMPLETE).is_file():
+        raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {COMPLETE} marker)")
+    return path
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def clean_stale(root: Path) -> None:
+    """Remove half-written staging dirs left by a killed run."""
+    for p in root.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def save_rng(directory: Path, rank: int) -> None:
+    """Per-rank RNG states as JSON (not pickle): python, numpy and torch generators."""
+    state = rng_state()
+    as_json = {"python": [state["python"][0], list(state["python"][1]), state["python"][2]],
+               "numpy": [state["numpy"][0], state["numpy"][1].tolist(), *state["numpy"][2:]],
+               "torch": state["torch"].tolist(), "cuda": [s.tolist() for s in state["cuda"]]}
+    (directory / f"rng_rank{rank}.json").write_text(json.dumps(as_json))
+
+
+def load_rng(directory: Path, rank: int) -> dict:
+    raw = json.loads((directory / f"rng_rank{rank}.json").read_text())
+    return {"python": (raw["python"][0], tuple(raw["python"][1]), raw["python"][2]),
+            "numpy": (raw["numpy"][0], np.array(raw["numpy"][1], dtype=np.uint32), *raw["numpy"][2:]),
+            "torch": torch.tensor(raw["torch"], dtype=torch.uint8),
+            "cuda": [torch.tensor(s, dtype=torch.uint8) for s in raw["cuda"]]}

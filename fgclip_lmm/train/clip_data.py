@@ -1,0 +1,48 @@
+"""Builds the FG-CLIP training and periodic-evaluation data for the trainer from the [data] readers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import DataLoader
+
+from ..data.bad_records import BadRecordPolicy
+from ..data.collate import CollatorConfig, FGClipCollator
+from ..data.finehard import FineHardConfig, FineHardDataset
+from ..data.pairs import LongCaptionPairsDataset, PairsConfig
+from ..data.sampler import ResumableSampler
+from .clip_config import ClipTrainConfig
+
+
+@dataclass
+class ClipData:
+    dataset: object
+    sampler: ResumableSampler
+    collator: FGClipCollator
+    policy: BadRecordPolicy
+
+    def loader(self, micro_batch: int, num_workers: int) -> DataLoader:
+        self.dataset.set_epoch(self.sampler.epoch) if hasattr(self.dataset, "set_epoch") else None
+        return DataLoader(self.dataset, batch_size=micro_batch, sampler=self.sampler, collate_fn=self.collator,
+                          num_workers=num_workers, drop_last=True, persistent_workers=False,
+                          pin_memory=False)
+
+
+def build_clip_data(cfg: ClipTrainConfig, tokenizer, model_config, rank: int, world: int) -> ClipData:
+    policy = BadRecordPolicy(cfg.on_bad_record)
+    common = dict(data_path=cfg.data_path, image_root=cfg.image_root or None,
+                  strip_prefixes=tuple(cfg.strip_prefixes), short_caption_prefix=cfg.short_prefix,
+                  image_size=cfg.image_size, on_bad_record=cfg.on_bad_record)
+    if cfg.reader == "finehard":
+        dataset = FineHardDataset(FineHardConfig(max_boxes=cfg.max_boxes, seed=cfg.seed,
+                                                 num_hard_negatives=model_config.hard_negatives_per_box, **common),
+                                  policy)
+    else:
+        dataset = LongCaptionPairsDataset(PairsConfig(**common), policy)
+    # drop_last keeps every rank at the same count, which the gathered global loss needs
+    sampler = ResumableSampler(len(dataset), seed=cfg.seed, shuffle=True, num_replicas=world, rank=rank,
+                               drop_last=True)
+    collator = FGClipCollator(tokenizer, CollatorConfig(
+        stage=2 if cfg.regional else 1, long_max_length=model_config.long_max_len,
+        short_max_length=model_config.short_max_len, num_hard_negatives=model_config.hard_negatives_per_box,
+        truncation=cfg.truncation), policy.report)
+    return ClipData(dataset, sampler, collator, policy)
