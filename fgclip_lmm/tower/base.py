@@ -139,14 +139,15 @@ class VisionTower(nn.Module):
 
     def _infer_has_cls(self, model: nn.Module) -> bool:
         """Count the tokens of one forward: num_patches + 1 means a CLS, num_patches means none."""
-        size = self.image_size
+        size = int(model.config.image_size)
+        patches = (size // int(model.config.patch_size)) ** 2
         param = next(model.parameters())
         with torch.no_grad():
             out = model(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device), output_hidden_states=True)
-        extra = out.hidden_states[-1].shape[1] - self.num_patches
+        extra = out.hidden_states[-1].shape[1] - patches
         if extra not in (0, 1):
             raise ValueError(
-                f"tower {self.cfg.path!r} emits {self.num_patches + extra} tokens for {self.num_patches} patches; "
+                f"tower {self.cfg.path!r} emits {patches + extra} tokens for {patches} patches; "
                 "HF LLaVA can drop at most one leading token, so only 0 or 1 extra tokens are supported"
             )
         return extra == 1
