@@ -79,8 +79,12 @@ def _apply_merge(symbols: list[str], pair: Pair) -> list[str]:
 
 
 def count_words(texts: Iterable[str], to_words: Callable[[str], list[str]]) -> dict[str, int]:
-    """Word frequencies of a corpus, words as produced by a tokenizer's normalizer + pre-tokenizer."""
+    """Word frequencies of a corpus, words as produced by a tokenizer's normalizer + pre-tokenizer.
+
+    Each distinct text is split once and weighted by its frequency (world corpora repeat phrases a lot).
+    """
     counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(to_words(text))
+    for text, repeats in Counter(texts).items():
+        for word in to_words(text):
+            counts[word] += repeats
     return dict(counts)

@@ -1,0 +1,156 @@
+"""Training records of the synthetic world in the official formats: FineHARD, stage-1 pairs, LLaVA align/instruct.
+
+Each function maps one scene (and an RNG seeded by (seed, scene index, stream id)) to one record, so records
+can be built in any order. Question/answer generators are shared with the benchmarks (`qa_pairs`), which keeps
+the training and evaluation phrasing identical: a short answer is requested with LLaVA-1.5's suffix
+"Answer the question using a single word or phrase." and answered with one word ("Yes", "Red", "2").
+"""
+from __future__ import annotations
+
+from itertools import product
+
+import numpy as np
+
+from fgclip_lmm.data.synth.world import (
+    COLOURS, PATTERN_NOUNS, PATTERNS, PLURALS, POSITION_PHRASES, SHAPES, SIZES, Scene, SynthObject,
+    hard_negatives, is_allowed, long_caption, short_caption, with_article,
+)
+
+FINEHARD_PREFIX = "grit-20m/data-12m/"  # FineHARD's f_path prefix, stripped by the reader against the world root
+SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+ALIGN_PROMPTS = ("Describe the image briefly.", "Give a short caption for this picture.",
+                 "Summarise the scene in a few words.", "What does this image show?")
+STREAM_FINEHARD, STREAM_LLAVA, STREAM_ALIGN = 2, 3, 4
+
+
+def rng_for(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng((seed, index, stream))
+
+
+def finehard_item(scene: Scene, seed: int, n_negatives: int = 10, hard_fraction: float = 0.9) -> dict:
+    rng = rng_for(seed, scene.index, STREAM_FINEHARD)
+    boxes = []
+    for obj in scene.objects:
+        has_negatives = bool(rng.random() < hard_fraction)
+        negatives = hard_negatives(obj, rng, scene.split, n_negatives) if has_negatives else []
+        boxes.append({
+            "bbox": [*obj.box, 1.0],
+            "short_expr": obj.short_expr,
+            "long_expr": obj.long_expr,
+            "flag_short_neg": int(has_negatives),
+            "short_expr_negs": {f"{k:02d}": neg for k, neg in enumerate(negatives)},
+        })
+    return {"f_path": FINEHARD_PREFIX + scene.image_path(), "caption": long_caption(scene),
+            "short_caption": short_caption(scene), "bbox_info": boxes}
+
+
+def stage1_row(scene: Scene) -> dict:
+    return {"image": scene.image_path(), "long_caption": long_caption(scene), "short_caption": short_caption(scene)}
+
+
+def align_record(scene: Scene, seed: int) -> dict:
+    prompt = ALIGN_PROMPTS[int(rng_for(seed, scene.index, STREAM_ALIGN).integers(len(ALIGN_PROMPTS)))]
+    return {"id": f"align-{scene.stem}", "image": scene.image_path(), "conversations": [
+        {"from": "human", "value": f"<image>\n{prompt}"},
+        {"from": "gpt", "value": short_caption(scene)[0].upper() + short_caption(scene)[1:] + "."},
+    ]}
+
+
+def absent_categories(scene: Scene) -> list[tuple[str, str]]:
+    present = {(o.colour, o.shape) for o in scene.objects}
+    return [(c, s) for c, s in product(COLOURS, SHAPES) if (c, s) not in present and is_allowed(c, s, scene.split)]
+
+
+def _other(value: str, vocab, rng: np.random.Generator) -> str:
+    choices = [v for v in vocab if v != value]
+    return choices[int(rng.integers(len(choices)))]
+
+
+def yes_no_pair(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[tuple[str, str], tuple[str, str]]:
+    """MME-style pair of questions about one image, (question, "Yes") and (question, "No"), for attribute `kind`."""
+    obj: SynthObject = scene.objects[int(rng.integers(len(scene.objects)))]
+    if kind == "existence":
+        absent = absent_categories(scene)
+        colour, shape = absent[int(rng.integers(len(absent)))]
+        return (f"Is there {with_article(obj.category)} in the image?", "Yes"), \
+               (f"Is there {with_article(f'{colour} {shape}')} in the image?", "No")
+    if kind == "count":
+        n = sum(o.shape == obj.shape for o in scene.objects)
+        wrong = _other(str(n), [str(k) for k in range(1, 6)], rng)
+        return (_count_question(str(n), obj.shape), "Yes"), (_count_question(wrong, obj.shape), "No")
+    if kind == "position":
+        wrong = _other(obj.where, POSITION_PHRASES, rng)
+        return (f"Is the {obj.category} {obj.where}?", "Yes"), (f"Is the {obj.category} {wrong}?", "No")
+    if kind == "color":
+        wrong = _other(obj.colour, [c for c in COLOURS if is_allowed(c, obj.shape, scene.split)], rng)
+        return (f"Is the {obj.shape} {obj.where} {obj.colour}?", "Yes"), (f"Is the {obj.shape} {obj.where} {wrong}?", "No")
+    if kind == "shape":
+        wrong = _other(obj.shape, [s for s in SHAPES if is_allowed(obj.colour, s, scene.split)], rng)
+        return (f"Is the object {obj.where} {with_article(obj.shape)}?", "Yes"), \
+               (f"Is the object {obj.where} {with_article(wrong)}?", "No")
+    if kind == "size":
+        wrong = _other(obj.size, SIZES, rng)
+        return (f"Is the {obj.category} {obj.size}?", "Yes"), (f"Is the {obj.category} {wrong}?", "No")
+    raise ValueError(f"unknown question kind {kind!r}")
+
+
+def _count_question(k: str, shape: str) -> str:
+    return f"Is there exactly 1 {shape} in the image?" if k == "1" else f"Are there exactly {k} {PLURALS[shape]} in the image?"
+
+
+YES_NO_KINDS = ("existence", "count", "position", "color", "shape", "size")
+OPEN_KINDS = ("colour", "shape", "size", "pattern", "count", "position", "describe")
+
+
+def open_question(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    """One open question with its answer (single word or phrase, except `describe`)."""
+    obj = scene.objects[int(rng.integers(len(scene.objects)))]
+    if kind == "colour":
+        return f"What colour is the {obj.shape} {obj.where}?{SHORT_ANSWER}", obj.colour.capitalize()
+    if kind == "shape":
+        return f"What shape is the object {obj.where}?{SHORT_ANSWER}", obj.shape.capitalize()
+    if kind == "size":
+        return f"What size is the {obj.category}?{SHORT_ANSWER}", obj.size.capitalize()
+    if kind == "pattern":
+        return f"What pattern does the {obj.category} have?{SHORT_ANSWER}", PATTERN_NOUNS[obj.pattern].capitalize()
+    if kind == "count":
+        if rng.random() < 0.5:
+            return f"How many objects are in the image?{SHORT_ANSWER}", str(len(scene.objects))
+        n = sum(o.shape == obj.shape for o in scene.objects)
+        return f"How many {PLURALS[obj.shape]} are there?{SHORT_ANSWER}", str(n)
+    if kind == "position":
+        return f"Where is the {obj.category}?{SHORT_ANSWER}", obj.where.capitalize()
+    if kind == "describe":
+        return f"Describe the object {obj.where}.", f"It is {obj.long_expr.split(',')[0]}."
+    raise ValueError(f"unknown question kind {kind!r}")
+
+
+def instruct_record(scene: Scene, seed: int) -> dict:
+    """A multi-turn conversation of 2-4 questions mixing open questions and yes/no questions."""
+    rng = rng_for(seed, scene.index, STREAM_LLAVA)
+    turns: list[tuple[str, str]] = []
+    for _ in range(int(rng.integers(2, 5))):
+        if rng.random() < 0.5:
+            kind = YES_NO_KINDS[int(rng.integers(len(YES_NO_KINDS)))]
+            pair = yes_no_pair(kind, scene, rng)
+            question, answer = pair[int(rng.integers(2))]
+            turns.append((question + SHORT_ANSWER, answer))
+        else:
+            turns.append(open_question(OPEN_KINDS[int(rng.integers(len(OPEN_KINDS)))], scene, rng))
+    conversations = []
+    for t, (question, answer) in enumerate(dict.fromkeys(turns)):
+        conversations += [{"from": "human", "value": ("<image>\n" if t == 0 else "") + question},
+                          {"from": "gpt", "value": answer}]
+    return {"id": f"instruct-{scene.stem}", "image": scene.image_path(), "conversations": conversations}
+
+
+def text_only_records() -> list[dict]:
+    """A few image-less conversations about the world's vocabulary (LLaVA mixes text-only rows in)."""
+    facts = [
+        ("Which shapes can objects have in these pictures?", ", ".join(SHAPES[:-1]) + " and " + SHAPES[-1] + "."),
+        ("Which colours can objects have?", ", ".join(list(COLOURS)[:-1]) + " and " + list(COLOURS)[-1] + "."),
+        ("Which sizes can objects have?", ", ".join(list(SIZES)[:-1]) + " and " + list(SIZES)[-1] + "."),
+        ("Which patterns can objects have?", ", ".join(PATTERNS[:-1]) + " and " + PATTERNS[-1] + "."),
+    ]
+    return [{"id": f"text-{k}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+            for k, (q, a) in enumerate(facts)]
