@@ -1,0 +1,74 @@
+"""train_lmm on the DeepSpeed engine: align -> finetune (full, ZeRO-3) and LoRA, on a tiny assembled LMM."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clip_fixture import write_mini_world
+from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
+from fgclip_lmm.lmm.tiny import write_tiny_llm
+from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmm")
+    world = write_mini_world(root / "world", n_images=8)
+    torch.manual_seed(0)
+    FGCLIPModel(FGCLIPConfig.tiny(image_size=32, patch_size=8)).save_pretrained(root / "fgclip")
+    llm = write_tiny_llm(root / "llm", texts=["what colour is the square? red", "describe the picture"] * 3)
+    model, processor, meta = assemble(AssembleConfig(tower=f"fgclip:{root / 'fgclip'}", llm=str(llm)))
+    save_assembly(model, processor, meta, root / "assembled")
+    records = []
+    for i, item in enumerate(map(json.loads, world["pairs"].read_text().splitlines())):
+        records.append({"id": f"c{i}", "image": item["image"], "conversations": [
+            {"from": "human", "value": "<image>\nWhat is in the picture?"},
+            {"from": "gpt", "value": item["short_caption"]},
+            {"from": "human", "value": "Describe it."}, {"from": "gpt", "value": item["long_caption"]}]})
+    records.append({"id": "text-only", "conversations": [{"from": "human", "value": "Say hi."},
+                                                          {"from": "gpt", "value": "hi"}]})
+    (root / "llava.json").write_text(json.dumps(records))
+    return {"root": root, "images": world["images"], "data": root / "llava.json", "assembled": root / "assembled"}
+
+
+def run(setup, out, *extra):
+    argv = [sys.executable, "-m", "fgclip_lmm.cli", "train-lmm", "--model", str(setup["assembled"]),
+            "--data_path", str(setup["data"]), "--image_root", str(setup["images"]), "--micro_batch_size", "2",
+            "--num_workers", "0", "--precision", "fp32", "--log_every", "1", "--model_max_length", "256",
+            "--deepspeed_config", "none", "--output_dir", str(out), *extra]
+    proc = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "FGCLIP_TRAIN_DONE" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_align_then_finetune_zero3_then_lora(setup, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    align = run(setup, tmp_path / "align", "--stage", "align", "--max_steps", "3", "--lr", "1e-2",
+                "--zero_stage", "2")
+    assert all(m["loss"] == m["loss"] for m in align) and (tmp_path / "align" / "mm_projector.safetensors").is_file()
+    before = LlavaForConditionalGeneration.from_pretrained(setup["assembled"])
+    after = LlavaForConditionalGeneration.from_pretrained(tmp_path / "align" / "hf")
+    changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.state_dict()[n])}
+    assert changed and all("multi_modal_projector" in n for n in changed)  # align trains the projector only
+
+    run(setup, tmp_path / "ft", "--stage", "finetune", "--model", str(tmp_path / "align" / "hf"), "--max_steps", "2",
+        "--zero_stage", "3", "--lr", "1e-3")
+    tuned = LlavaForConditionalGeneration.from_pretrained(tmp_path / "ft" / "hf")
+    changed = {n for n, p in tuned.named_parameters() if not torch.equal(p, after.state_dict()[n])}
+    assert any("language_model" in n for n in changed) and not any("vision_tower" in n for n in changed)
+
+    run(setup, tmp_path / "lora", "--stage", "finetune", "--model", str(tmp_path / "align" / "hf"),
+        "--llm_tuning", "lora", "--lora_r", "4", "--lora_alpha", "8", "--max_steps", "2", "--zero_stage", "2",
+        "--lr", "1e-2")
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").is_file()
+    merged = LlavaForConditionalGeneration.from_pretrained(tmp_path / "lora" / "hf")
+    assert any(not torch.equal(p, after.state_dict()[n]) for n, p in merged.named_parameters()
+               if "language_model" in n)
