@@ -130,3 +130,8 @@ def test_encode_texts_matches_hf_truncation(tokenizer):
     ours, n = encode_texts(tokenizer, texts, 8, "t", "truncate")
     reference = tokenizer(texts, max_length=8, truncation=True, padding="longest", return_tensors="pt").input_ids
     assert n == 1 and torch.equal(ours, reference)
+
+
+def test_empty_text_never_reaches_the_encoder(tokenizer):
+    with pytest.raises(ValueError, match="rec 1, field 'box_text': empty text"):
+        encode_texts(tokenizer, ["red circle", ""], 77, "box_text", "error", ["rec 0", "rec 1"])

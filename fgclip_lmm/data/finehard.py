@@ -138,7 +138,11 @@ def make_finehard_sample(record: FineHardRecord, pixels: torch.Tensor, rng: np.r
 
 
 class FineHardDataset(ImageRecordDataset):
-    """Map-style FineHARD reader: every record validated at construction, images decoded lazily."""
+    """Map-style FineHARD reader: every record validated at construction, images decoded lazily.
+
+    Call `set_epoch(e)` before each epoch's DataLoader iterator is created so the short/long region-phrase
+    choice changes per epoch (with `persistent_workers=True` the workers keep the epoch they started with).
+    """
 
     def __init__(self, config: FineHardConfig, policy: BadRecordPolicy | None = None):
         policy = policy or BadRecordPolicy(config.on_bad_record)

@@ -42,9 +42,14 @@ def encode_texts(
     if not texts:
         return torch.full((0, EMPTY_WIDTH), pad_id, dtype=torch.long), 0
     encoded = tokenizer(
-        list(texts), padding="longest", truncation=False, return_attention_mask=True, return_tensors="pt"
+        list(texts), padding="longest", truncation=False, return_attention_mask=True, return_tensors="pt", verbose=False
     )
     ids, lengths = encoded["input_ids"].long(), encoded["attention_mask"].sum(1)
+    empty = lengths <= tokenizer.num_special_tokens_to_add()
+    if bool(empty.any()):  # readers reject empty texts; encoding one would train on padding
+        row = int(empty.nonzero()[0, 0])
+        where = record_ids[row] if record_ids is not None else f"text {row} of the batch"
+        raise ValueError(f"{where}, field {field!r}: empty text reached the collator")
     too_long = lengths > max_length
     n_truncated = int(too_long.sum())
     if n_truncated and truncation == "error":
