@@ -1,4 +1,5 @@
 """FG-CLIP collator: the batch contract, packing without padding, empty hard sets, truncation policy."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,42 @@ WORDS = "a photo of red blue green small large striped dotted circle square star
 
 
 def _negatives(noun: str) -> dict[str, str]:
-    return {f"neg_{k:02d}": f"{colour} {noun}" for k, colour in enumerate(
-        ["blue", "green", "small blue", "large green", "striped blue", "dotted green", "small red",
-         "large red", "striped red", "dotted red"])}
+    return {
+        f"neg_{k:02d}": f"{colour} {noun}"
+        for k, colour in enumerate(
+            [
+                "blue",
+                "green",
+                "small blue",
+                "large green",
+                "striped blue",
+                "dotted green",
+                "small red",
+                "large red",
+                "striped red",
+                "dotted red",
+            ]
+        )
+    }
 
 
 def _item(i: int, n_boxes: int, hard: list[bool]) -> dict:
     boxes = [
-        {"bbox": [0.1 * j, 0.1, 0.1 * j + 0.2, 0.6, 0.9], "short_expr": f"red circle {j}",
-         "long_expr": f"a large red striped circle on the left {j}", "flag_short_neg": int(hard[j]),
-         "short_expr_negs": _negatives("circle") if hard[j] else {}}
+        {
+            "bbox": [0.1 * j, 0.1, 0.1 * j + 0.2, 0.6, 0.9],
+            "short_expr": f"red circle {j}",
+            "long_expr": f"a large red striped circle on the left {j}",
+            "flag_short_neg": int(hard[j]),
+            "short_expr_negs": _negatives("circle") if hard[j] else {},
+        }
         for j in range(n_boxes)
     ]
-    return {"f_path": f"grit-20m/data-12m/img/{i}.png", "caption": f"a large red striped circle on the left {i}",
-            "short_caption": "red circle", "bbox_info": boxes}
+    return {
+        "f_path": f"grit-20m/data-12m/img/{i}.png",
+        "caption": f"a large red striped circle on the left {i}",
+        "short_caption": "red circle",
+        "bbox_info": boxes,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +68,24 @@ def dataset(tmp_path):
         Image.new("RGB", (40, 30), (60 * i, 20, 20)).save(tmp_path / "img" / f"{i}.png")
     items = [_item(i, n, hard) for i, (n, hard) in enumerate(layout)]
     (tmp_path / "part.jsonl").write_text(json.dumps(items))  # a JSON array in a .jsonl file, like FineHARD
-    return FineHardDataset(FineHardConfig(str(tmp_path / "part.jsonl"), image_root=str(tmp_path), image_size=16, seed=3))
+    return FineHardDataset(
+        FineHardConfig(str(tmp_path / "part.jsonl"), image_root=str(tmp_path), image_size=16, seed=3)
+    )
 
 
 def test_batch_contract_shapes_dtypes_and_packing(dataset, tokenizer):
     batch = FGClipCollator(tokenizer)([dataset[i] for i in range(4)])
-    assert set(batch) == {"pixel_values", "long_input_ids", "short_input_ids", "box_counts", "boxes",
-                          "box_input_ids", "hard_box_index", "hard_input_ids", "hard_counts"}
+    assert set(batch) == {
+        "pixel_values",
+        "long_input_ids",
+        "short_input_ids",
+        "box_counts",
+        "boxes",
+        "box_input_ids",
+        "hard_box_index",
+        "hard_input_ids",
+        "hard_counts",
+    }
     assert batch["pixel_values"].shape == (4, 3, 16, 16) and batch["pixel_values"].dtype == torch.float32
     assert batch["box_counts"].tolist() == [0, 2, 4, 1]  # max_boxes = 4 keeps the first four
     assert batch["boxes"].shape == (7, 4) and batch["box_input_ids"].shape[0] == 7

@@ -1,5 +1,6 @@
 """Readers and the bad-record policy: every bad-record class in both modes, file formats, prefix handling,
 lazy image failures inside DataLoader workers, streaming, and LLaVA / stage-1 record validation."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,26 @@ NEGS = {f"k{i}": f"blue striped circle {i}" for i in range(10)}
 
 
 def _box(**override) -> dict:
-    box = {"bbox": [0.1, 0.2, 0.5, 0.6, 0.8], "short_expr": "red circle", "long_expr": "a big red circle",
-           "flag_short_neg": 1, "short_expr_negs": dict(NEGS)}
+    box = {
+        "bbox": [0.1, 0.2, 0.5, 0.6, 0.8],
+        "short_expr": "red circle",
+        "long_expr": "a big red circle",
+        "flag_short_neg": 1,
+        "short_expr_negs": dict(NEGS),
+    }
     return {**box, **override}
 
 
 def _items(n: int = 4) -> list[dict]:
-    return [{"f_path": f"grit-20m/data-12m/imgs/{i}.png", "caption": f"long caption {i}", "short_caption": f"thing {i}",
-             "bbox_info": [_box(), _box(flag_short_neg=0, short_expr_negs={})]} for i in range(n)]
+    return [
+        {
+            "f_path": f"grit-20m/data-12m/imgs/{i}.png",
+            "caption": f"long caption {i}",
+            "short_caption": f"thing {i}",
+            "bbox_info": [_box(), _box(flag_short_neg=0, short_expr_negs={})],
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture()
@@ -54,14 +67,34 @@ def _set(items, i, key, value):
 BAD_RECORD_CASES = {
     "missing_image": (lambda it: _set(it, 1, "f_path", "imgs/nope.png"), "missing_image", "f_path", 3, None),
     "missing_field": (lambda it: (it[1].pop("caption"), it)[1], "missing_field", "caption", 3, None),
-    "box_out_of_range": (lambda it: (it[1]["bbox_info"].__setitem__(0, _box(bbox=[0.1, 0.2, 1.4, 0.6])), it)[1],
-                         "box_out_of_range", "bbox_info[0].bbox", 4, 1),
-    "box_x1_gt_x2": (lambda it: (it[1]["bbox_info"].__setitem__(0, _box(bbox=[0.6, 0.2, 0.5, 0.6])), it)[1],
-                     "box_degenerate", "bbox_info[0].bbox", 4, 1),
-    "box_zero_area": (lambda it: (it[1]["bbox_info"].__setitem__(1, _box(bbox=[0.3, 0.2, 0.3, 0.6])), it)[1],
-                      "box_degenerate", "bbox_info[1].bbox", 4, 1),
-    "wrong_negatives": (lambda it: (it[1]["bbox_info"][0]["short_expr_negs"].pop("k3"), it)[1],
-                        "wrong_negative_count", "bbox_info[0].short_expr_negs", 4, 1),
+    "box_out_of_range": (
+        lambda it: (it[1]["bbox_info"].__setitem__(0, _box(bbox=[0.1, 0.2, 1.4, 0.6])), it)[1],
+        "box_out_of_range",
+        "bbox_info[0].bbox",
+        4,
+        1,
+    ),
+    "box_x1_gt_x2": (
+        lambda it: (it[1]["bbox_info"].__setitem__(0, _box(bbox=[0.6, 0.2, 0.5, 0.6])), it)[1],
+        "box_degenerate",
+        "bbox_info[0].bbox",
+        4,
+        1,
+    ),
+    "box_zero_area": (
+        lambda it: (it[1]["bbox_info"].__setitem__(1, _box(bbox=[0.3, 0.2, 0.3, 0.6])), it)[1],
+        "box_degenerate",
+        "bbox_info[1].bbox",
+        4,
+        1,
+    ),
+    "wrong_negatives": (
+        lambda it: (it[1]["bbox_info"][0]["short_expr_negs"].pop("k3"), it)[1],
+        "wrong_negative_count",
+        "bbox_info[0].short_expr_negs",
+        4,
+        1,
+    ),
     "empty_caption": (lambda it: _set(it, 1, "short_caption", "   "), "empty_caption", "short_caption", 3, None),
 }
 
@@ -85,8 +118,13 @@ def _jsonl(path: Path, lines: list[bytes]) -> None:
     path.write_bytes(b"\n".join(lines) + b"\n")
 
 
-@pytest.mark.parametrize("reason,bad_line", [("invalid_json", b'{"f_path": "imgs/1.png", "caption": '),
-                                             ("invalid_utf8", b'{"f_path": "imgs/1.png", "caption": "\xff\xfe"}')])
+@pytest.mark.parametrize(
+    "reason,bad_line",
+    [
+        ("invalid_json", b'{"f_path": "imgs/1.png", "caption": '),
+        ("invalid_utf8", b'{"f_path": "imgs/1.png", "caption": "\xff\xfe"}'),
+    ],
+)
 def test_invalid_json_and_utf8_lines(reason, bad_line, image_root):
     lines = [json.dumps(item).encode() for item in _items()]
     lines[2] = bad_line
@@ -120,8 +158,10 @@ def test_all_file_layouts_give_the_same_records(image_root, tmp_path):
 
     def summary(path):
         ds = FineHardDataset(_config(path, image_root, "error"))
-        return [(r.image_path.name, r.caption, r.short_caption, r.boxes.tolist(), r.short_exprs, r.negatives)
-                for r in ds.records]
+        return [
+            (r.image_path.name, r.caption, r.short_caption, r.boxes.tolist(), r.short_exprs, r.negatives)
+            for r in ds.records
+        ]
 
     reference = summary(tmp_path / "lines.jsonl")
     assert len(reference) == 4 and reference[0][2] == "a photo of thing 0"
@@ -185,14 +225,23 @@ def test_streaming_matches_map_style_and_applies_policy(image_root):
 
 
 def test_long_caption_pairs_sharegpt4v_and_plain(image_root):
-    sharegpt = [{"id": "0", "image": "imgs/0.png", "conversations": [
-        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A red disc. It sits left."}]},
-        {"id": "1", "image": "imgs/1.png", "conversations": [{"from": "human", "value": "<image>\nDescribe."}]}]
+    sharegpt = [
+        {
+            "id": "0",
+            "image": "imgs/0.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nDescribe."},
+                {"from": "gpt", "value": "A red disc. It sits left."},
+            ],
+        },
+        {"id": "1", "image": "imgs/1.png", "conversations": [{"from": "human", "value": "<image>\nDescribe."}]},
+    ]
     (image_root / "sg.json").write_text(json.dumps(sharegpt))
     with pytest.raises(BadRecordError, match=r"sg\.json record 1, field 'conversations'"):
         LongCaptionPairsDataset(PairsConfig(str(image_root / "sg.json"), image_root=str(image_root)))
-    ds = LongCaptionPairsDataset(PairsConfig(str(image_root / "sg.json"), image_root=str(image_root), on_bad_record="skip",
-                                             image_size=8))
+    ds = LongCaptionPairsDataset(
+        PairsConfig(str(image_root / "sg.json"), image_root=str(image_root), on_bad_record="skip", image_size=8)
+    )
     assert (ds[0]["long_caption"], ds[0]["short_caption"]) == ("A red disc. It sits left.", "A red disc.")
     plain = [{"image": "imgs/2.png", "long_caption": "long", "short_caption": ""}]
     (image_root / "plain.jsonl").write_text(json.dumps(plain[0]))
@@ -202,11 +251,17 @@ def test_long_caption_pairs_sharegpt4v_and_plain(image_root):
 
 def test_llava_json_validation_and_image_less_records(image_root):
     rows = [
-        {"id": 1, "image": "imgs/0.png", "conversations": [{"from": "human", "value": "<image>\nColour?"},
-                                                           {"from": "gpt", "value": "Red"}]},
+        {
+            "id": 1,
+            "image": "imgs/0.png",
+            "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "Red"}],
+        },
         {"id": "t", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-        {"id": 2, "image": "imgs/1.png", "conversations": [{"from": "human", "value": "Colour?"},
-                                                           {"from": "gpt", "value": "Red"}]},
+        {
+            "id": 2,
+            "image": "imgs/1.png",
+            "conversations": [{"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red"}],
+        },
         {"id": 3, "image": "imgs/1.png", "conversations": [{"from": "gpt", "value": "<image>\nRed"}]},
         {"image": "imgs/1.png", "conversations": []},
     ]

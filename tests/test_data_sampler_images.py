@@ -1,7 +1,10 @@
 """Resumable distributed sampler and FG-CLIP image preprocessing (EXIF, PIL modes, squash-resize, CLIP mean/std)."""
+
 from __future__ import annotations
 
+import functools
 import io
+import operator
 
 import numpy as np
 import pytest
@@ -44,7 +47,7 @@ def test_sampler_distributed_shards_have_equal_counts_and_cover_the_data():
     assert [len(s) for s in shards] == [4, 4, 4]
     assert set().union(*map(set, shards)) == set(range(10))
     dropped = [list(ResumableSampler(10, seed=2, num_replicas=3, rank=r, drop_last=True)) for r in range(3)]
-    assert [len(s) for s in dropped] == [3, 3, 3] and len(set(sum(dropped, []))) == 9
+    assert [len(s) for s in dropped] == [3, 3, 3] and len(set(functools.reduce(operator.iadd, dropped, []))) == 9
 
 
 def test_sampler_refuses_a_mismatched_state():

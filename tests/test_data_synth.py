@@ -1,5 +1,6 @@
 """The synthetic world: read-back through the real readers, verified negatives, POPE/MME/FG-OVD semantics,
 held-out split, determinism, and images that show their attributes at 64 px."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ from fgclip_lmm.data.synth.render import render_scene
 from fgclip_lmm.data.synth.world import ATTRIBUTES, COLOURS, HELDOUT_COMBINATIONS, Scene, SynthObject, parse_attributes
 
 _EXISTS = re.compile(r"Is there an? (.+) in the image\?")
-WORLD = dict(images=40, seed=7, size=32, workers=1, progress=False)
+WORLD = {"images": 40, "seed": 7, "size": 32, "workers": 1, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,11 @@ def world(tmp_path_factory):
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _finehard(world, split: str) -> list[dict]:
@@ -58,7 +62,7 @@ def test_manifest_lists_existing_artifacts_and_disjoint_splits(world):
     for relative in paths(world["files"]):
         assert (world.root / relative).exists(), relative
     assert sum(s["count"] for s in world["splits"].values()) == world["num_images"] == 40
-    stems = [set(p.stem for p in world.path("images", split).glob("*.png")) for split in world["splits"]]
+    stems = [{p.stem for p in world.path("images", split).glob("*.png")} for split in world["splits"]]
     assert sum(map(len, stems)) == len(set().union(*stems)) == 40
     stats = world["stats"]
     assert sum(stats["objects_per_image"].values()) == 40 and set(stats["objects_per_image"]) <= set("12345")
@@ -127,7 +131,15 @@ def test_pope_answers_are_true_and_negatives_follow_pope_definitions(world):
     frequency = Counter(c for cats in _truth(world, "train").values() for c in cats)
     for name in ("random", "popular", "adversarial"):
         rows = datasets.load_dataset("parquet", data_files=str(world.path("pope", name)), split="train")
-        assert set(rows.column_names) >= {"question_id", "question", "answer", "image", "category", "id", "image_source"}
+        assert set(rows.column_names) >= {
+            "question_id",
+            "question",
+            "answer",
+            "image",
+            "category",
+            "id",
+            "image_source",
+        }
         by_image = defaultdict(list)
         for row in rows:
             category = _EXISTS.fullmatch(row["question"]).group(1)
@@ -148,8 +160,8 @@ def test_mme_rows_are_yes_no_pairs_per_question_id(world):
     groups = defaultdict(list)
     for row in rows:
         groups[row["question_id"]].append(row)
-    assert set(r["category"] for r in rows) == {"existence", "count", "position", "color", "shape", "size"}
-    assert len(set(r["category"] for r in list(rows)[:12])) == 6  # categories interleaved in file order
+    assert {r["category"] for r in rows} == {"existence", "count", "position", "color", "shape", "size"}
+    assert len({r["category"] for r in list(rows)[:12]}) == 6  # categories interleaved in file order
     truth = _truth(world, "test")
     for qid, pair in groups.items():
         assert sorted(r["answer"] for r in pair) == ["No", "Yes"], qid
@@ -164,14 +176,17 @@ def test_stage1_llava_and_retrieval_read_back_through_readers(world):
     pairs = LongCaptionPairsDataset(world.pairs_config("val"))
     sample = pairs[0]
     assert sample["pixel_values"].shape == (3, 32, 32) and sample["short_caption"].startswith("a photo of ")
-    sharegpt = LongCaptionPairsDataset(PairsConfig(str(world.path("retrieval", "long")), image_root=str(world.image_root),
-                                                   image_size=32))
+    sharegpt = LongCaptionPairsDataset(
+        PairsConfig(str(world.path("retrieval", "long")), image_root=str(world.image_root), image_size=32)
+    )
     assert len(sharegpt) == world["splits"]["test"]["count"]
     assert sharegpt[0]["long_caption"].startswith("The image shows")
     instruct = LlavaJsonDataset(world.llava_config("instruct"))
     text_only = [i for i, r in enumerate(instruct.records) if r.image_path is None]
     assert text_only and instruct[text_only[0]]["pixel_values"] is None
-    assert instruct[0]["pixel_values"].shape == (3, 32, 32) and instruct[0]["conversations"][0]["value"].startswith("<image>\n")
+    assert instruct[0]["pixel_values"].shape == (3, 32, 32) and instruct[0]["conversations"][0]["value"].startswith(
+        "<image>\n"
+    )
     assert len(LlavaJsonDataset(world.llava_config("align"))) == world["splits"]["train"]["count"]
     short = json.loads(world.path("retrieval", "short").read_text())
     per_image = Counter(a["image_id"] for a in short["annotations"])
@@ -196,15 +211,23 @@ def test_heldout_combinations_never_occur_outside_the_heldout_split(world):
             # "<colour> <shape>" or "<colour> <pattern> <shape>" (a phrase may put the pattern in between)
             for i, token in enumerate(tokens[:-1]):
                 if token == colour:
-                    assert shape not in tokens[i + 1 : i + 3], (colour, shape, " ".join(tokens[max(0, i - 3): i + 4]))
+                    assert shape not in tokens[i + 1 : i + 3], (colour, shape, " ".join(tokens[max(0, i - 3) : i + 4]))
     heldout = _truth(world, "heldout")
     assert heldout and all(cats & held for cats in heldout.values())
 
 
 def test_attributes_are_visible_at_64px():
     objects = []
-    for k, (pattern, size) in enumerate([("plain", "large"), ("striped", "large"), ("dotted", "large"),
-                                         ("checkered", "large"), ("plain", "small"), ("plain", "medium")]):
+    for k, (pattern, size) in enumerate(
+        [
+            ("plain", "large"),
+            ("striped", "large"),
+            ("dotted", "large"),
+            ("checkered", "large"),
+            ("plain", "small"),
+            ("plain", "medium"),
+        ]
+    ):
         row, col = divmod(k, 3)
         side = {"small": 0.15, "medium": 0.22, "large": 0.30}[size]
         box = (col / 3 + 0.01, row / 3 + 0.01, col / 3 + 0.01 + side, row / 3 + 0.01 + side)
@@ -213,22 +236,24 @@ def test_attributes_are_visible_at_64px():
     blue = np.array(COLOURS["blue"])
 
     def region(obj):  # the inner half of the object's box
-        x1, y1, x2, y2 = (int(round(v * 64)) for v in obj.box)
+        x1, y1, x2, y2 = (round(v * 64) for v in obj.box)
         dx, dy = (x2 - x1) // 4, (y2 - y1) // 4
         return pixels[y1 + dy : y2 - dy, x1 + dx : x2 - dx].reshape(-1, 3)
 
     blue_share = [float((np.abs(region(o) - blue).sum(1) < 60).mean()) for o in objects]
     assert blue_share[0] > 0.95 and all(share < 0.85 for share in blue_share[1:4])
     assert len({round(s, 2) for s in blue_share[1:4]}) == 3  # stripes, dots and checks cover different shares
-    widths = [int(round((o.box[2] - o.box[0]) * 64)) for o in (objects[4], objects[5], objects[0])]
+    widths = [round((o.box[2] - o.box[0]) * 64) for o in (objects[4], objects[5], objects[0])]
     assert widths[0] + 3 < widths[1] and widths[1] + 3 < widths[2]
 
 
 def test_synth_cli_writes_a_world(tmp_path, capsys):
     from fgclip_lmm.cli import main
 
-    assert main(["synth", "--out", str(tmp_path / "w"), "--images", "12", "--seed", "1", "--size", "24",
-                 "--no-progress"]) == 0
+    assert (
+        main(["synth", "--out", str(tmp_path / "w"), "--images", "12", "--seed", "1", "--size", "24", "--no-progress"])
+        == 0
+    )
     assert load_manifest(tmp_path / "w")["num_images"] == 12
     assert "objects_per_image" in capsys.readouterr().out
     assert main(["synth", "--out", str(tmp_path / "w"), "--images", "12", "--no-progress"]) == 2  # not empty

@@ -1,4 +1,5 @@
 """CLIP-style and Llama-style tokenizers: HF round trip, special tokens, truncation, chat template, determinism."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,8 +88,7 @@ def test_llm_chat_template_is_vicuna_v1_for_string_and_list_content(llm_dir):
     ]
     text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     assert text == (
-        f"{VICUNA_SYSTEM} USER: <image>\nWhat colour is the circle? ASSISTANT: Red.</s>"
-        "USER: And its size? ASSISTANT:"
+        f"{VICUNA_SYSTEM} USER: <image>\nWhat colour is the circle? ASSISTANT: Red.</s>USER: And its size? ASSISTANT:"
     )
     as_list = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
     listed = tok.apply_chat_template(as_list, tokenize=False, add_generation_prompt=True)

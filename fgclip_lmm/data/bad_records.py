@@ -5,6 +5,7 @@ its reason and carries on; `BadRecordReport` holds the counts (plus the first fe
 trainer to print at the end of a run. Counts live in shared memory, so records skipped lazily inside DataLoader
 worker processes (corrupt images, over-long captions) are counted in the parent's report too.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -40,7 +41,9 @@ class BadRecordError(ValueError):
     def __init__(self, reason: BadReason, source: str, index: int | None, field: str | None, detail: str):
         self.reason, self.source, self.index, self.field, self.detail = reason, source, index, field, detail
         where = source if index is None else f"{source} record {index}"
-        super().__init__(f"{where}, field {field!r}: {detail} [{reason.value}]" if field else f"{where}: {detail} [{reason.value}]")
+        super().__init__(
+            f"{where}, field {field!r}: {detail} [{reason.value}]" if field else f"{where}: {detail} [{reason.value}]"
+        )
 
 
 class SharedCounts:

@@ -5,6 +5,7 @@ whether the image file exists). Images are decoded lazily in `__getitem__`; unde
 image marks the record bad in a shared bitmap (counted once, even across DataLoader workers and epochs) and the
 dataset returns the next loadable index instead (i+1, i+2, ... modulo the length), so an epoch never stops.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ def resolve_image_path(raw: str, image_root: str | os.PathLike | None, strip_pre
     relative = raw
     for prefix in strip_prefixes:
         if prefix and relative.startswith(prefix):
-            relative = relative[len(prefix):]
+            relative = relative[len(prefix) :]
             break
     relative = str(PurePosixPath(relative))
     return Path(image_root) / relative if image_root else Path(relative)
@@ -75,8 +76,15 @@ class ImageRecordDataset(Dataset):
         return False
 
 
-def require_text(record: dict, field: str, policy: BadRecordPolicy, source: str, index: int,
-                 label: str | None = None, transform: Callable[[str], str] | None = None) -> str | None:
+def require_text(
+    record: dict,
+    field: str,
+    policy: BadRecordPolicy,
+    source: str,
+    index: int,
+    label: str | None = None,
+    transform: Callable[[str], str] | None = None,
+) -> str | None:
     """A non-empty string field, or None after `policy.reject` (missing field / empty caption)."""
     label = label or field
     if field not in record or record[field] is None:

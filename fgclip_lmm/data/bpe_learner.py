@@ -6,9 +6,11 @@ in hash-map order, so two runs on the same corpus can learn different merges. Th
 word counts. The words themselves still come from the `tokenizers` normalizer / pre-tokenizer of the final
 tokenizer, so training and encoding see identical pieces.
 """
+
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
@@ -30,7 +32,7 @@ def learn_merges(
     pair_counts: Counter[Pair] = Counter()
     pair_words: defaultdict[Pair, set[int]] = defaultdict(set)
     for index, (symbols, freq) in enumerate(zip(words, freqs)):
-        for pair in zip(symbols, symbols[1:]):
+        for pair in itertools.pairwise(symbols):
             pair_counts[pair] += freq
             pair_words[pair].add(index)
     heap = [(-count, pair) for pair, count in pair_counts.items()]
@@ -46,11 +48,11 @@ def learn_merges(
         changed: set[Pair] = set()
         for index in sorted(pair_words.pop(pair, ())):
             symbols, freq = words[index], freqs[index]
-            for old in zip(symbols, symbols[1:]):
+            for old in itertools.pairwise(symbols):
                 pair_counts[old] -= freq
                 changed.add(old)
             words[index] = symbols = _apply_merge(symbols, pair)
-            for new in zip(symbols, symbols[1:]):
+            for new in itertools.pairwise(symbols):
                 pair_counts[new] += freq
                 pair_words[new].add(index)
                 changed.add(new)

@@ -20,6 +20,7 @@ hard negatives yields K = 0 / M = 0 tensors of width 2 (bos + eos), never a cras
 Pass the dataset's report (`FGClipCollator(tok, cfg, report=dataset.policy.report)`) so truncations and skipped
 records end up in one end-of-run summary.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,12 @@ class FGClipCollator:
         record_ids = [s["record_id"] for s in samples]
         batch = {
             "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-            "long_input_ids": self._encode([s["long_caption"] for s in samples], cfg.long_max_length, "long_caption", record_ids),
-            "short_input_ids": self._encode([s["short_caption"] for s in samples], cfg.short_max_length, "short_caption", record_ids),
+            "long_input_ids": self._encode(
+                [s["long_caption"] for s in samples], cfg.long_max_length, "long_caption", record_ids
+            ),
+            "short_input_ids": self._encode(
+                [s["short_caption"] for s in samples], cfg.short_max_length, "short_caption", record_ids
+            ),
         }
         if cfg.stage == 2:
             batch.update(self._boxes_and_hard(samples))
@@ -78,8 +83,10 @@ class FGClipCollator:
         hard_counts = torch.tensor([len(s["hard_box_local"]) for s in samples], dtype=torch.long)
         for s in samples:
             if len(s["hard_texts"]) != group * len(s["hard_box_local"]):
-                raise ValueError(f"{s['record_id']}: {len(s['hard_texts'])} hard texts for {len(s['hard_box_local'])} "
-                                 f"hard boxes; expected {group} per box (num_hard_negatives={cfg.num_hard_negatives})")
+                raise ValueError(
+                    f"{s['record_id']}: {len(s['hard_texts'])} hard texts for {len(s['hard_box_local'])} "
+                    f"hard boxes; expected {group} per box (num_hard_negatives={cfg.num_hard_negatives})"
+                )
         box_offsets = torch.cumsum(box_counts, 0) - box_counts
         hard_box_index = torch.tensor(list(chain.from_iterable(s["hard_box_local"] for s in samples)), dtype=torch.long)
         hard_box_index = hard_box_index + torch.repeat_interleave(box_offsets, hard_counts)
@@ -88,10 +95,15 @@ class FGClipCollator:
         return {
             "box_counts": box_counts,
             "boxes": torch.cat([s["boxes"].reshape(-1, 4).float() for s in samples]),
-            "box_input_ids": self._encode(list(chain.from_iterable(s["box_texts"] for s in samples)),
-                                          cfg.short_max_length, "box_text", box_owner),
+            "box_input_ids": self._encode(
+                list(chain.from_iterable(s["box_texts"] for s in samples)), cfg.short_max_length, "box_text", box_owner
+            ),
             "hard_box_index": hard_box_index,
-            "hard_input_ids": self._encode(list(chain.from_iterable(s["hard_texts"] for s in samples)),
-                                           cfg.short_max_length, "hard_text", hard_owner),
+            "hard_input_ids": self._encode(
+                list(chain.from_iterable(s["hard_texts"] for s in samples)),
+                cfg.short_max_length,
+                "hard_text",
+                hard_owner,
+            ),
             "hard_counts": hard_counts,
         }

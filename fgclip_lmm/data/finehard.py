@@ -14,6 +14,7 @@ xyxy, `box_texts` (n; short_expr or long_expr, picked per box by an RNG seeded w
 `hard_box_local` (indices of boxes with negatives), `hard_texts` (per hard box: positive short_expr, then its
 negatives), `record_id`.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,13 +58,17 @@ class FineHardRecord:
     image_field: str = field(default="f_path")
 
 
-def parse_finehard_record(raw: dict, source: str, index: int, config: FineHardConfig,
-                          policy: BadRecordPolicy) -> FineHardRecord | None:
+def parse_finehard_record(
+    raw: dict, source: str, index: int, config: FineHardConfig, policy: BadRecordPolicy
+) -> FineHardRecord | None:
     """Validate one raw item; None when the whole record is rejected (under `skip`)."""
     f_path = require_text(raw, "f_path", policy, source, index)
     caption = require_text(raw, "caption", policy, source, index) if f_path is not None else None
-    short = (require_text(raw, "short_caption", policy, source, index, transform=lambda t: config.short_caption_prefix + t)
-             if caption is not None else None)
+    short = (
+        require_text(raw, "short_caption", policy, source, index, transform=lambda t: config.short_caption_prefix + t)
+        if caption is not None
+        else None
+    )
     if short is None:
         return None
     boxes_raw = raw.get("bbox_info")
@@ -73,13 +78,21 @@ def parse_finehard_record(raw: dict, source: str, index: int, config: FineHardCo
     image_path = resolve_image_path(f_path, config.image_root, config.strip_prefixes)
     if config.check_image_paths and not ImageRecordDataset.check_exists(image_path, policy, source, index, "f_path"):
         return None
-    parsed = [_parse_box(box, f"bbox_info[{j}]", source, index, config.num_hard_negatives, policy)
-              for j, box in enumerate(boxes_raw[: config.max_boxes])]
+    parsed = [
+        _parse_box(box, f"bbox_info[{j}]", source, index, config.num_hard_negatives, policy)
+        for j, box in enumerate(boxes_raw[: config.max_boxes])
+    ]
     kept = [p for p in parsed if p is not None]
     return FineHardRecord(
-        source, index, image_path, caption, short,
+        source,
+        index,
+        image_path,
+        caption,
+        short,
         boxes=np.asarray([p[0] for p in kept], dtype=np.float32).reshape(-1, 4),
-        short_exprs=[p[1] for p in kept], long_exprs=[p[2] for p in kept], negatives=[p[3] for p in kept],
+        short_exprs=[p[1] for p in kept],
+        long_exprs=[p[2] for p in kept],
+        negatives=[p[3] for p in kept],
     )
 
 
@@ -88,32 +101,55 @@ def _parse_box(box: object, label: str, source: str, index: int, n_neg: int, pol
         policy.reject(BadReason.MISSING_FIELD, source, index, label, "expected a box object")
         return None
     coords = box.get("bbox")
-    if not isinstance(coords, (list, tuple)) or len(coords) < 4 or not all(isinstance(v, (int, float)) for v in coords[:4]):
-        policy.reject(BadReason.MISSING_FIELD, source, index, f"{label}.bbox", f"expected [x1, y1, x2, y2, ...], got {coords!r}")
+    if (
+        not isinstance(coords, (list, tuple))
+        or len(coords) < 4
+        or not all(isinstance(v, (int, float)) for v in coords[:4])
+    ):
+        policy.reject(
+            BadReason.MISSING_FIELD, source, index, f"{label}.bbox", f"expected [x1, y1, x2, y2, ...], got {coords!r}"
+        )
         return None
     x1, y1, x2, y2 = (float(v) for v in coords[:4])
     if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
         policy.reject(BadReason.BOX_OUT_OF_RANGE, source, index, f"{label}.bbox", f"{[x1, y1, x2, y2]} not in [0, 1]")
         return None
     if x1 >= x2 or y1 >= y2:
-        policy.reject(BadReason.BOX_DEGENERATE, source, index, f"{label}.bbox", f"{[x1, y1, x2, y2]}: x1 > x2, y1 > y2 or zero area")
+        policy.reject(
+            BadReason.BOX_DEGENERATE,
+            source,
+            index,
+            f"{label}.bbox",
+            f"{[x1, y1, x2, y2]}: x1 > x2, y1 > y2 or zero area",
+        )
         return None
     short_expr = require_text(box, "short_expr", policy, source, index, label=f"{label}.short_expr")
-    long_expr = require_text(box, "long_expr", policy, source, index, label=f"{label}.long_expr") if short_expr else None
+    long_expr = (
+        require_text(box, "long_expr", policy, source, index, label=f"{label}.long_expr") if short_expr else None
+    )
     if long_expr is None:
         return None
     flag = box.get("flag_short_neg")
     if flag not in (0, 1, True, False):
-        policy.reject(BadReason.MISSING_FIELD, source, index, f"{label}.flag_short_neg", f"expected 0 or 1, got {flag!r}")
+        policy.reject(
+            BadReason.MISSING_FIELD, source, index, f"{label}.flag_short_neg", f"expected 0 or 1, got {flag!r}"
+        )
         return None
     negs = None
     if flag:
         raw_negs = box.get("short_expr_negs")
-        values = list(raw_negs.values()) if isinstance(raw_negs, dict) else raw_negs if isinstance(raw_negs, list) else []
+        values = (
+            list(raw_negs.values()) if isinstance(raw_negs, dict) else raw_negs if isinstance(raw_negs, list) else []
+        )
         values = [v for v in values if v is not None]  # parquet/struct rows pad absent keys with nulls
         if len(values) != n_neg:
-            policy.reject(BadReason.WRONG_NEGATIVE_COUNT, source, index, f"{label}.short_expr_negs",
-                          f"{len(values)} negatives, expected exactly {n_neg}")
+            policy.reject(
+                BadReason.WRONG_NEGATIVE_COUNT,
+                source,
+                index,
+                f"{label}.short_expr_negs",
+                f"{len(values)} negatives, expected exactly {n_neg}",
+            )
             return None
         if not all(isinstance(v, str) and v.strip() for v in values):
             policy.reject(BadReason.EMPTY_CAPTION, source, index, f"{label}.short_expr_negs", "a negative is empty")

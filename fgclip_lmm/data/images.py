@@ -4,6 +4,7 @@ FG-CLIP resizes every image to S x S before the CLIP processor (fgclip.md §7): 
 cropped, so normalised xyxy boxes stay valid. `ImagePreprocessor` does exactly that and returns a (3, S, S)
 float tensor; `load_rgb` is the single entry point that turns a path or encoded bytes into an RGB PIL image.
 """
+
 from __future__ import annotations
 
 import io

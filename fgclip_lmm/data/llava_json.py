@@ -5,8 +5,10 @@ Record: `{"id", "image" (optional), "conversations": [{"from": "human", "value":
 holds exactly one `<image>` placeholder; an image-less (text-only) record holds none.
 
 Samples: `id`, `conversations` (list of {"from", "value"}), `pixel_values` ((3, S, S) or None for text-only
-records), `has_image`, `record_id`. Large files stream through `streaming.stream_llava(config)`. Tokenisation and label masking belong to the LMM trainer.
+records), `has_image`, `record_id`. Large files stream through `streaming.stream_llava(config)`.
+Tokenisation and label masking belong to the LMM trainer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +43,9 @@ class LlavaRecord:
     image_field: str = "image"
 
 
-def parse_llava_record(raw: dict, source: str, index: int, config: LlavaConfig, policy: BadRecordPolicy) -> LlavaRecord | None:
+def parse_llava_record(
+    raw: dict, source: str, index: int, config: LlavaConfig, policy: BadRecordPolicy
+) -> LlavaRecord | None:
     if "id" not in raw or raw["id"] is None:
         policy.reject(BadReason.MISSING_FIELD, source, index, "id", "field is missing")
         return None
@@ -52,8 +56,13 @@ def parse_llava_record(raw: dict, source: str, index: int, config: LlavaConfig, 
     for t, turn in enumerate(turns):
         label = f"conversations[{t}]"
         if not isinstance(turn, dict) or turn.get("from") != ROLES[t % 2] or not isinstance(turn.get("value"), str):
-            policy.reject(BadReason.MISSING_FIELD, source, index, label,
-                          f"expected {{'from': {ROLES[t % 2]!r}, 'value': str}} (turns alternate human/gpt)")
+            policy.reject(
+                BadReason.MISSING_FIELD,
+                source,
+                index,
+                label,
+                f"expected {{'from': {ROLES[t % 2]!r}, 'value': str}} (turns alternate human/gpt)",
+            )
             return None
         if not turn["value"].replace(IMAGE_PLACEHOLDER, "").strip() and turn["from"] == "gpt":
             policy.reject(BadReason.EMPTY_CAPTION, source, index, f"{label}.value", "answer is empty")
@@ -65,8 +74,13 @@ def parse_llava_record(raw: dict, source: str, index: int, config: LlavaConfig, 
         return None
     expected = 1 if image is not None else 0
     if placeholders != expected:
-        policy.reject(BadReason.MISSING_FIELD, source, index, "conversations",
-                      f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for a record {'with' if image else 'without'} an image")
+        policy.reject(
+            BadReason.MISSING_FIELD,
+            source,
+            index,
+            "conversations",
+            f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for a record {'with' if image else 'without'} an image",
+        )
         return None
     path = None
     if image is not None:
@@ -78,8 +92,13 @@ def parse_llava_record(raw: dict, source: str, index: int, config: LlavaConfig, 
 
 
 def make_llava_sample(record: LlavaRecord, pixels, rng=None) -> dict:
-    return {"id": record.id, "conversations": record.conversations, "pixel_values": pixels,
-            "has_image": record.image_path is not None, "record_id": f"{record.source} record {record.index}"}
+    return {
+        "id": record.id,
+        "conversations": record.conversations,
+        "pixel_values": pixels,
+        "has_image": record.image_path is not None,
+        "record_id": f"{record.source} record {record.index}",
+    }
 
 
 class LlavaJsonDataset(ImageRecordDataset):

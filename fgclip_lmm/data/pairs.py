@@ -9,6 +9,7 @@ Two record shapes are accepted in any of the record files `records_io` reads (JS
 Samples: `pixel_values`, `long_caption`, `short_caption` (with `short_caption_prefix`, default none), `record_id`;
 the FG-CLIP collator with `stage=1` batches them. Large shards stream through `streaming.stream_pairs(config)`.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,13 +49,17 @@ def first_sentence(text: str) -> str:
     return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
 
 
-def parse_pair_record(raw: dict, source: str, index: int, config: PairsConfig, policy: BadRecordPolicy) -> PairRecord | None:
+def parse_pair_record(
+    raw: dict, source: str, index: int, config: PairsConfig, policy: BadRecordPolicy
+) -> PairRecord | None:
     image = require_text(raw, "image", policy, source, index)
     if image is None:
         return None
     if "conversations" in raw:
         turns = raw["conversations"]
-        answers = [t for t in turns if isinstance(t, dict) and t.get("from") == "gpt"] if isinstance(turns, list) else []
+        answers = (
+            [t for t in turns if isinstance(t, dict) and t.get("from") == "gpt"] if isinstance(turns, list) else []
+        )
         if not answers:
             policy.reject(BadReason.MISSING_FIELD, source, index, "conversations", "no 'gpt' turn holds the caption")
             return None
@@ -74,8 +79,12 @@ def parse_pair_record(raw: dict, source: str, index: int, config: PairsConfig, p
 
 
 def make_pair_sample(record: PairRecord, pixels, rng=None) -> dict:
-    return {"pixel_values": pixels, "long_caption": record.long_caption, "short_caption": record.short_caption,
-            "record_id": f"{record.source} record {record.index}"}
+    return {
+        "pixel_values": pixels,
+        "long_caption": record.long_caption,
+        "short_caption": record.short_caption,
+        "record_id": f"{record.source} record {record.index}",
+    }
 
 
 class LongCaptionPairsDataset(ImageRecordDataset):

@@ -6,6 +6,7 @@ a whole-file JSON array is tried first (FineHARD's files are arrays even when na
 line by line; parquet rows come from pyarrow. Broken UTF-8 or JSON goes through the bad-record policy: per
 line for JSONL (the line is the record), for the whole file otherwise (nothing in it can be trusted).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def resolve_data_files(data_path: str | os.PathLike | list) -> list[Path]:
             raise ValueError(f"{path}: file list is empty")
         return [f for entry in entries for f in resolve_data_files(path.parent / entry)]
     if path.suffix not in RECORD_SUFFIXES:
-        raise ValueError(f"{path}: unsupported data file type {path.suffix!r} (expected {', '.join(RECORD_SUFFIXES)} or .txt)")
+        raise ValueError(
+            f"{path}: unsupported data file type {path.suffix!r} (expected {', '.join(RECORD_SUFFIXES)} or .txt)"
+        )
     return [path]
 
 
@@ -57,7 +60,9 @@ def read_records(path: Path, policy: BadRecordPolicy) -> Iterator[tuple[int, dic
         if isinstance(record, dict):
             yield index, record
         else:
-            policy.reject(BadReason.INVALID_JSON, path, index, None, f"expected a JSON object, got {type(record).__name__}")
+            policy.reject(
+                BadReason.INVALID_JSON, path, index, None, f"expected a JSON object, got {type(record).__name__}"
+            )
 
 
 def _json_array(path: Path, raw: bytes, policy: BadRecordPolicy) -> list[tuple[int, object]] | None:

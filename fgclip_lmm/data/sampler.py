@@ -8,6 +8,7 @@ epoch this rank has already consumed; iteration restarts from there.
 A DataLoader pulls indices ahead of training (workers x prefetch), so the sampler's own count runs ahead of what
 the model has seen. The trainer should therefore pass the consumed count: `state_dict(consumed=steps * batch)`.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,15 @@ from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
-    def __init__(self, dataset_len: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        dataset_len: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ):
         if dataset_len <= 0:
             raise ValueError("ResumableSampler needs a non-empty dataset")
         if not 0 <= rank < num_replicas:
@@ -72,14 +80,21 @@ class ResumableSampler(Sampler[int]):
         position = self.position if consumed is None else consumed
         if not 0 <= position <= self.num_samples:
             raise ValueError(f"consumed={position} outside [0, {self.num_samples}] for this epoch")
-        return {"epoch": self.epoch, "position": position, "seed": self.seed, "dataset_len": self.dataset_len,
-                "num_replicas": self.num_replicas}
+        return {
+            "epoch": self.epoch,
+            "position": position,
+            "seed": self.seed,
+            "dataset_len": self.dataset_len,
+            "num_replicas": self.num_replicas,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         for key in ("seed", "dataset_len", "num_replicas"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"sampler state has {key}={state[key]} but this run uses {getattr(self, key)}; "
-                                 "resuming would not replay the same samples")
+                raise ValueError(
+                    f"sampler state has {key}={state[key]} but this run uses {getattr(self, key)}; "
+                    "resuming would not replay the same samples"
+                )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         if self.position >= self.num_samples:  # checkpointed exactly at an epoch boundary
             self.epoch, self.position = self.epoch + 1, 0

@@ -6,6 +6,7 @@ map-style reader uses, decodes its image, and yields the same sample dicts. Bad 
 they arrive; record indices in messages count within the node's stream. Per-rank counts are not equalised
 (a stream has no length): bound streaming runs by steps.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,8 +23,17 @@ from fgclip_lmm.data.records_io import resolve_data_files, stream_records
 class RecordStream(IterableDataset):
     """`parse(raw, source, index, policy=...) -> record | None`; `to_sample(record, pixels, rng) -> dict`."""
 
-    def __init__(self, data_path, parse: Callable, to_sample: Callable, preprocessor: ImagePreprocessor,
-                 policy: BadRecordPolicy, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        data_path,
+        parse: Callable,
+        to_sample: Callable,
+        preprocessor: ImagePreprocessor,
+        policy: BadRecordPolicy,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.data_path, self.files = data_path, resolve_data_files(data_path)
         self.parse, self.to_sample, self.preprocessor, self.policy = parse, to_sample, preprocessor, policy
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
@@ -48,20 +58,38 @@ class RecordStream(IterableDataset):
                 try:
                     pixels = self.preprocessor.load(record.image_path)
                 except FileNotFoundError:
-                    self.policy.reject(BadReason.MISSING_IMAGE, source, index, record.image_field,
-                                       f"image not found: {record.image_path}")
+                    self.policy.reject(
+                        BadReason.MISSING_IMAGE,
+                        source,
+                        index,
+                        record.image_field,
+                        f"image not found: {record.image_path}",
+                    )
                     continue
                 except Exception as error:  # noqa: BLE001 - any decoder failure is a corrupt image
-                    self.policy.reject(BadReason.CORRUPT_IMAGE, source, index, record.image_field,
-                                       f"cannot decode {record.image_path}: {error}")
+                    self.policy.reject(
+                        BadReason.CORRUPT_IMAGE,
+                        source,
+                        index,
+                        record.image_field,
+                        f"cannot decode {record.image_path}: {error}",
+                    )
                     continue
             yield self.to_sample(record, pixels, np.random.default_rng((self.seed, self.epoch, node, index)))
 
 
 def _stream(config, parse, to_sample, policy, seed, rank, world_size) -> RecordStream:
     policy = policy or BadRecordPolicy(config.on_bad_record)
-    return RecordStream(config.data_path, functools.partial(parse, config=config), to_sample,
-                        ImagePreprocessor(ImageConfig(size=config.image_size)), policy, seed, rank, world_size)
+    return RecordStream(
+        config.data_path,
+        functools.partial(parse, config=config),
+        to_sample,
+        ImagePreprocessor(ImageConfig(size=config.image_size)),
+        policy,
+        seed,
+        rank,
+        world_size,
+    )
 
 
 def stream_finehard(config, policy: BadRecordPolicy | None = None, rank: int = 0, world_size: int = 1) -> RecordStream:

@@ -3,6 +3,7 @@
 Writes images, every training and benchmark file, both tokenizers and `DIR/manifest.json` (its keys are
 documented in `fgclip_lmm.data.synth.generate`). Prints the elapsed time and the dataset statistics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,15 @@ def main(argv: list[str]) -> int:
     from fgclip_lmm.data.synth.generate import SynthConfig, generate
 
     args = build_parser().parse_args(argv)
-    config = SynthConfig(out=args.out, images=args.images, seed=args.seed, size=args.size, workers=args.workers,
-                         overwrite=args.overwrite, progress=not args.no_progress)
+    config = SynthConfig(
+        out=args.out,
+        images=args.images,
+        seed=args.seed,
+        size=args.size,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     start = time.perf_counter()
     try:
         manifest = generate(config)

@@ -5,6 +5,7 @@ CLIP tokenizer). A text longer than `max_length` tokens, bos and eos included, e
 naming the record and field (`truncation="error"`) or is cut so that it still ends with eos, exactly as HF
 truncation with a bos/eos post-processor does (`"truncate"`), and the cut is counted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

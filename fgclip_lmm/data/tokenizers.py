@@ -14,6 +14,7 @@ Merges are learned by `bpe_learner.learn_merges` (ties broken by the pair itself
 ids are laid out in a fixed order, so identical inputs produce byte-identical files. `vocab_size` is an upper
 bound: learning stops early when no pair occurs `min_frequency` times; `len(tokenizer)` is the real size.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,7 +99,9 @@ def _clip_pipeline(tokenizer: Tokenizer) -> Tokenizer:
         ]
     )
     # CLIP's decoder turns "</w>" into a space; the ByteLevel decoder alone would keep the suffix.
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("</w>", " "), decoders.ByteLevel(), decoders.Strip(" ", 0, 1)])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("</w>", " "), decoders.ByteLevel(), decoders.Strip(" ", 0, 1)]
+    )
     return tokenizer
 
 

@@ -27,9 +27,9 @@ Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/m
 
 Every output is a pure function of (seed, num images, size): the same arguments give byte-identical files.
 """
+
 from __future__ import annotations
 
-import json
 import multiprocessing
 import shutil
 from collections import Counter
@@ -43,8 +43,17 @@ from fgclip_lmm.data.synth import records as rec
 from fgclip_lmm.data.synth.manifest import FORMAT
 from fgclip_lmm.data.synth.render import encode_png, render_scene
 from fgclip_lmm.data.synth.world import (
-    BACKGROUND_STYLES, BACKGROUNDS, COLOURS, HELDOUT_COMBINATIONS, MAX_OBJECTS, PATTERNS, POSITIONS, SHAPES, SIZES,
-    Scene, sample_scene,
+    BACKGROUND_STYLES,
+    BACKGROUNDS,
+    COLOURS,
+    HELDOUT_COMBINATIONS,
+    MAX_OBJECTS,
+    PATTERNS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    sample_scene,
 )
 from fgclip_lmm.data.synth.writing import text_corpus, write_json, write_jsonl, write_parquet
 
@@ -76,8 +85,14 @@ class SynthConfig:
 def split_counts(config: SynthConfig) -> dict[str, int]:
     if config.images < len(SPLITS) + 1:
         raise ValueError(f"--images must be at least {len(SPLITS) + 1} (one per split and two for training)")
-    held = {name: max(1, round(config.images * f)) for name, f in
-            (("val", config.val_fraction), ("test", config.test_fraction), ("heldout", config.heldout_fraction))}
+    held = {
+        name: max(1, round(config.images * f))
+        for name, f in (
+            ("val", config.val_fraction),
+            ("test", config.test_fraction),
+            ("heldout", config.heldout_fraction),
+        )
+    }
     return {"train": config.images - sum(held.values()), **held}
 
 
@@ -133,54 +148,90 @@ def generate(config: SynthConfig) -> dict:
     all_scenes = [s for split in SPLITS for s in by_split[split]]
     render_all(all_scenes, config, root)
     files: dict = {"images": {split: f"images/{split}" for split in SPLITS}, "stage1": {}, "finehard": {}}
-    counts: dict = {"splits": {split: {"images": len(v), "objects": sum(len(s.objects) for s in v)} for split, v in by_split.items()}}
+    counts: dict = {
+        "splits": {
+            split: {"images": len(v), "objects": sum(len(s.objects) for s in v)} for split, v in by_split.items()
+        }
+    }
     finehard_items = {}
     for split, scenes in by_split.items():
         files["stage1"][split] = write_jsonl(root, f"stage1/{split}.jsonl", [rec.stage1_row(s) for s in scenes])
-        finehard_items[split] = [rec.finehard_item(s, config.seed, config.num_hard_negatives, config.hard_fraction) for s in scenes]
+        finehard_items[split] = [
+            rec.finehard_item(s, config.seed, config.num_hard_negatives, config.hard_fraction) for s in scenes
+        ]
         files["finehard"][split] = write_json(root, f"finehard/{split}.json", finehard_items[split])
     align = [rec.align_record(s, config.seed) for s in by_split["train"]]
     instruct = [rec.instruct_record(s, config.seed) for s in by_split["train"]] + rec.text_only_records()
     instruct_val = [rec.instruct_record(s, config.seed) for s in by_split["val"]]
-    files["llava"] = {"align": write_json(root, "llava/align.json", align),
-                      "instruct": write_json(root, "llava/instruct.json", instruct),
-                      "instruct_val": write_json(root, "llava/instruct_val.json", instruct_val)}
+    files["llava"] = {
+        "align": write_json(root, "llava/align.json", align),
+        "instruct": write_json(root, "llava/instruct.json", instruct),
+        "instruct_val": write_json(root, "llava/instruct_val.json", instruct_val),
+    }
     test = by_split["test"]
-    image_bytes = lambda scene: (root / scene.image_path()).read_bytes()  # noqa: E731
+    image_bytes = lambda scene: (root / scene.image_path()).read_bytes()
     pope = bench.pope_rows(test[: config.pope_images], by_split["train"], config.seed, image_bytes)
-    files["pope"] = {name: write_parquet(root, f"pope/{name}.parquet", rows, with_id=True) for name, rows in pope.items()}
+    files["pope"] = {
+        name: write_parquet(root, f"pope/{name}.parquet", rows, with_id=True) for name, rows in pope.items()
+    }
     mme = bench.mme_rows(test[: config.mme_images], config.seed, image_bytes)
     files["mme"] = write_parquet(root, "mme/attributes.parquet", mme, with_id=False)
-    fgovd = {split: bench.fgovd_rows(by_split[split], config.seed, config.size, config.num_hard_negatives)
-             for split in ("test", "heldout")}
-    files["fgovd"] = {split: {level: write_jsonl(root, f"fgovd/{split}/{level}.jsonl", rows) for level, rows in levels.items()}
-                      for split, levels in fgovd.items()}
-    files["boxcls"] = {split: write_json(root, f"boxcls/instances_{split}.json", bench.boxcls_coco(by_split[split], config.size))
-                       for split in ("test", "heldout")}
+    fgovd = {
+        split: bench.fgovd_rows(by_split[split], config.seed, config.size, config.num_hard_negatives)
+        for split in ("test", "heldout")
+    }
+    files["fgovd"] = {
+        split: {level: write_jsonl(root, f"fgovd/{split}/{level}.jsonl", rows) for level, rows in levels.items()}
+        for split, levels in fgovd.items()
+    }
+    files["boxcls"] = {
+        split: write_json(root, f"boxcls/instances_{split}.json", bench.boxcls_coco(by_split[split], config.size))
+        for split in ("test", "heldout")
+    }
     retrieval_scenes = test[: config.retrieval_images]
     long_ret, short_ret = bench.long_retrieval(retrieval_scenes), bench.short_retrieval(retrieval_scenes, config.size)
-    files["retrieval"] = {"long": write_json(root, "retrieval/long_test.json", long_ret),
-                          "short": write_json(root, "retrieval/captions_test.json", short_ret)}
+    files["retrieval"] = {
+        "long": write_json(root, "retrieval/long_test.json", long_ret),
+        "short": write_json(root, "retrieval/captions_test.json", short_ret),
+    }
     corpus = text_corpus(finehard_items, align + instruct + instruct_val, pope, mme, fgovd, short_ret)
     clip = train_clip_tokenizer(corpus, root / "tokenizers/clip", vocab_size=config.clip_vocab_size)
     train_llm_tokenizer(corpus, root / "tokenizers/llm", vocab_size=config.llm_vocab_size)
     files["tokenizers"] = {"clip": "tokenizers/clip", "llm": "tokenizers/llm"}
     counts["benchmarks"] = {
-        "pope": {name: len(rows) for name, rows in pope.items()}, "mme_rows": len(mme),
+        "pope": {name: len(rows) for name, rows in pope.items()},
+        "mme_rows": len(mme),
         "fgovd": {split: {level: len(rows) for level, rows in levels.items()} for split, levels in fgovd.items()},
         "llava": {"align": len(align), "instruct": len(instruct), "instruct_val": len(instruct_val)},
         "retrieval_images": len(retrieval_scenes),
     }
     manifest = {
-        "format": FORMAT, "seed": config.seed, "image_size": config.size, "num_images": len(all_scenes),
+        "format": FORMAT,
+        "seed": config.seed,
+        "image_size": config.size,
+        "num_images": len(all_scenes),
         "splits": {split: {"count": len(v), "first_index": v[0].index} for split, v in by_split.items()},
         "heldout_combinations": sorted([list(pair) for pair in HELDOUT_COMBINATIONS]),
-        "vocabulary": {"shapes": list(SHAPES), "colours": list(COLOURS), "sizes": list(SIZES), "patterns": list(PATTERNS),
-                       "positions": list(POSITIONS), "backgrounds": list(BACKGROUNDS), "background_styles": list(BACKGROUND_STYLES)},
-        "settings": {"image_root": ".", "finehard_strip_prefix": rec.FINEHARD_PREFIX, "short_caption_prefix": "a photo of ",
-                     "num_hard_negatives": config.num_hard_negatives, "hard_fraction": config.hard_fraction,
-                     "max_objects": MAX_OBJECTS},
-        "files": files, "counts": counts, "stats": statistics(all_scenes, finehard_items, clip),
+        "vocabulary": {
+            "shapes": list(SHAPES),
+            "colours": list(COLOURS),
+            "sizes": list(SIZES),
+            "patterns": list(PATTERNS),
+            "positions": list(POSITIONS),
+            "backgrounds": list(BACKGROUNDS),
+            "background_styles": list(BACKGROUND_STYLES),
+        },
+        "settings": {
+            "image_root": ".",
+            "finehard_strip_prefix": rec.FINEHARD_PREFIX,
+            "short_caption_prefix": "a photo of ",
+            "num_hard_negatives": config.num_hard_negatives,
+            "hard_fraction": config.hard_fraction,
+            "max_objects": MAX_OBJECTS,
+        },
+        "files": files,
+        "counts": counts,
+        "stats": statistics(all_scenes, finehard_items, clip),
     }
     write_json(root, "manifest.json", manifest, indent=2)
     return manifest
@@ -188,8 +239,10 @@ def generate(config: SynthConfig) -> dict:
 
 def statistics(scenes: list[Scene], finehard_items: dict[str, list[dict]], clip_tokenizer) -> dict:
     objects = [o for s in scenes for o in s.objects]
-    balance = {name: dict(sorted(Counter(getattr(o, name) for o in objects).items()))
-               for name in ("shape", "colour", "size", "pattern", "position")}
+    balance = {
+        name: dict(sorted(Counter(getattr(o, name) for o in objects).items()))
+        for name in ("shape", "colour", "size", "pattern", "position")
+    }
     boxes = [b for items in finehard_items.values() for item in items for b in item["bbox_info"]]
     items = [item for items in finehard_items.values() for item in items]
 

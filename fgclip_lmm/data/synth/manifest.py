@@ -4,6 +4,7 @@
 helpers build ready reader configs with the world's image root, prefix and size filled in, so trainers,
 evals and the demo never hard-code a file name.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ class SynthManifest:
         for depth, key in enumerate(keys):
             if not isinstance(node, dict) or key not in node:
                 known = sorted(node) if isinstance(node, dict) else node
-                raise KeyError(f"manifest files{''.join(f'[{k!r}]' for k in keys[:depth])} has no {key!r}; known: {known}")
+                raise KeyError(
+                    f"manifest files{''.join(f'[{k!r}]' for k in keys[:depth])} has no {key!r}; known: {known}"
+                )
             node = node[key]
         if not isinstance(node, str):
             raise KeyError(f"manifest files{''.join(f'[{k!r}]' for k in keys)} is a group, not a path: {sorted(node)}")
@@ -48,20 +51,28 @@ class SynthManifest:
     def finehard_config(self, split: str = "train", **overrides) -> FineHardConfig:
         settings = self.data["settings"]
         config = FineHardConfig(
-            data_path=str(self.path("finehard", split)), image_root=str(self.image_root),
-            strip_prefixes=(settings["finehard_strip_prefix"],), short_caption_prefix=settings["short_caption_prefix"],
-            num_hard_negatives=settings["num_hard_negatives"], image_size=self.image_size,
+            data_path=str(self.path("finehard", split)),
+            image_root=str(self.image_root),
+            strip_prefixes=(settings["finehard_strip_prefix"],),
+            short_caption_prefix=settings["short_caption_prefix"],
+            num_hard_negatives=settings["num_hard_negatives"],
+            image_size=self.image_size,
         )
         return replace(config, **overrides)
 
     def pairs_config(self, split: str = "train", **overrides) -> PairsConfig:
-        config = PairsConfig(data_path=str(self.path("stage1", split)), image_root=str(self.image_root),
-                             short_caption_prefix=self.data["settings"]["short_caption_prefix"], image_size=self.image_size)
+        config = PairsConfig(
+            data_path=str(self.path("stage1", split)),
+            image_root=str(self.image_root),
+            short_caption_prefix=self.data["settings"]["short_caption_prefix"],
+            image_size=self.image_size,
+        )
         return replace(config, **overrides)
 
     def llava_config(self, name: str = "instruct", **overrides) -> LlavaConfig:
-        config = LlavaConfig(data_path=str(self.path("llava", name)), image_root=str(self.image_root),
-                             image_size=self.image_size)
+        config = LlavaConfig(
+            data_path=str(self.path("llava", name)), image_root=str(self.image_root), image_size=self.image_size
+        )
         return replace(config, **overrides)
 
 

@@ -5,6 +5,7 @@ can be built in any order. Question/answer generators are shared with the benchm
 the training and evaluation phrasing identical: a short answer is requested with LLaVA-1.5's suffix
 "Answer the question using a single word or phrase." and answered with one word ("Yes", "Red", "2").
 """
+
 from __future__ import annotations
 
 from itertools import product
@@ -12,14 +13,30 @@ from itertools import product
 import numpy as np
 
 from fgclip_lmm.data.synth.world import (
-    COLOURS, PATTERN_NOUNS, PATTERNS, PLURALS, POSITION_PHRASES, SHAPES, SIZES, Scene, SynthObject,
-    hard_negatives, is_allowed, long_caption, short_caption, with_article,
+    COLOURS,
+    PATTERN_NOUNS,
+    PATTERNS,
+    PLURALS,
+    POSITION_PHRASES,
+    SHAPES,
+    SIZES,
+    Scene,
+    SynthObject,
+    hard_negatives,
+    is_allowed,
+    long_caption,
+    short_caption,
+    with_article,
 )
 
 FINEHARD_PREFIX = "grit-20m/data-12m/"  # FineHARD's f_path prefix, stripped by the reader against the world root
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
-ALIGN_PROMPTS = ("Describe the image briefly.", "Give a short caption for this picture.",
-                 "Summarise the scene in a few words.", "What does this image show?")
+ALIGN_PROMPTS = (
+    "Describe the image briefly.",
+    "Give a short caption for this picture.",
+    "Summarise the scene in a few words.",
+    "What does this image show?",
+)
 STREAM_FINEHARD, STREAM_LLAVA, STREAM_ALIGN = 2, 3, 4
 
 
@@ -33,15 +50,21 @@ def finehard_item(scene: Scene, seed: int, n_negatives: int = 10, hard_fraction:
     for obj in scene.objects:
         has_negatives = bool(rng.random() < hard_fraction)
         negatives = hard_negatives(obj, rng, scene.split, n_negatives) if has_negatives else []
-        boxes.append({
-            "bbox": [*obj.box, 1.0],
-            "short_expr": obj.short_expr,
-            "long_expr": obj.long_expr,
-            "flag_short_neg": int(has_negatives),
-            "short_expr_negs": {f"{k:02d}": neg for k, neg in enumerate(negatives)},
-        })
-    return {"f_path": FINEHARD_PREFIX + scene.image_path(), "caption": long_caption(scene),
-            "short_caption": short_caption(scene), "bbox_info": boxes}
+        boxes.append(
+            {
+                "bbox": [*obj.box, 1.0],
+                "short_expr": obj.short_expr,
+                "long_expr": obj.long_expr,
+                "flag_short_neg": int(has_negatives),
+                "short_expr_negs": {f"{k:02d}": neg for k, neg in enumerate(negatives)},
+            }
+        )
+    return {
+        "f_path": FINEHARD_PREFIX + scene.image_path(),
+        "caption": long_caption(scene),
+        "short_caption": short_caption(scene),
+        "bbox_info": boxes,
+    }
 
 
 def stage1_row(scene: Scene) -> dict:
@@ -50,10 +73,14 @@ def stage1_row(scene: Scene) -> dict:
 
 def align_record(scene: Scene, seed: int) -> dict:
     prompt = ALIGN_PROMPTS[int(rng_for(seed, scene.index, STREAM_ALIGN).integers(len(ALIGN_PROMPTS)))]
-    return {"id": f"align-{scene.stem}", "image": scene.image_path(), "conversations": [
-        {"from": "human", "value": f"<image>\n{prompt}"},
-        {"from": "gpt", "value": short_caption(scene)[0].upper() + short_caption(scene)[1:] + "."},
-    ]}
+    return {
+        "id": f"align-{scene.stem}",
+        "image": scene.image_path(),
+        "conversations": [
+            {"from": "human", "value": f"<image>\n{prompt}"},
+            {"from": "gpt", "value": short_caption(scene)[0].upper() + short_caption(scene)[1:] + "."},
+        ],
+    }
 
 
 def absent_categories(scene: Scene) -> list[tuple[str, str]]:
@@ -72,8 +99,10 @@ def yes_no_pair(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[tupl
     if kind == "existence":
         absent = absent_categories(scene)
         colour, shape = absent[int(rng.integers(len(absent)))]
-        return (f"Is there {with_article(obj.category)} in the image?", "Yes"), \
-               (f"Is there {with_article(f'{colour} {shape}')} in the image?", "No")
+        return (f"Is there {with_article(obj.category)} in the image?", "Yes"), (
+            f"Is there {with_article(f'{colour} {shape}')} in the image?",
+            "No",
+        )
     if kind == "count":
         n = sum(o.shape == obj.shape for o in scene.objects)
         wrong = _other(str(n), [str(k) for k in range(1, 6)], rng)
@@ -83,11 +112,16 @@ def yes_no_pair(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[tupl
         return (f"Is the {obj.category} {obj.where}?", "Yes"), (f"Is the {obj.category} {wrong}?", "No")
     if kind == "color":
         wrong = _other(obj.colour, [c for c in COLOURS if is_allowed(c, obj.shape, scene.split)], rng)
-        return (f"Is the {obj.shape} {obj.where} {obj.colour}?", "Yes"), (f"Is the {obj.shape} {obj.where} {wrong}?", "No")
+        return (f"Is the {obj.shape} {obj.where} {obj.colour}?", "Yes"), (
+            f"Is the {obj.shape} {obj.where} {wrong}?",
+            "No",
+        )
     if kind == "shape":
         wrong = _other(obj.shape, [s for s in SHAPES if is_allowed(obj.colour, s, scene.split)], rng)
-        return (f"Is the object {obj.where} {with_article(obj.shape)}?", "Yes"), \
-               (f"Is the object {obj.where} {with_article(wrong)}?", "No")
+        return (f"Is the object {obj.where} {with_article(obj.shape)}?", "Yes"), (
+            f"Is the object {obj.where} {with_article(wrong)}?",
+            "No",
+        )
     if kind == "size":
         wrong = _other(obj.size, SIZES, rng)
         return (f"Is the {obj.category} {obj.size}?", "Yes"), (f"Is the {obj.category} {wrong}?", "No")
@@ -95,7 +129,11 @@ def yes_no_pair(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[tupl
 
 
 def _count_question(k: str, shape: str) -> str:
-    return f"Is there exactly 1 {shape} in the image?" if k == "1" else f"Are there exactly {k} {PLURALS[shape]} in the image?"
+    return (
+        f"Is there exactly 1 {shape} in the image?"
+        if k == "1"
+        else f"Are there exactly {k} {PLURALS[shape]} in the image?"
+    )
 
 
 YES_NO_KINDS = ("existence", "count", "position", "color", "shape", "size")
@@ -139,8 +177,10 @@ def instruct_record(scene: Scene, seed: int) -> dict:
             turns.append(open_question(OPEN_KINDS[int(rng.integers(len(OPEN_KINDS)))], scene, rng))
     conversations = []
     for t, (question, answer) in enumerate(dict.fromkeys(turns)):
-        conversations += [{"from": "human", "value": ("<image>\n" if t == 0 else "") + question},
-                          {"from": "gpt", "value": answer}]
+        conversations += [
+            {"from": "human", "value": ("<image>\n" if t == 0 else "") + question},
+            {"from": "gpt", "value": answer},
+        ]
     return {"id": f"instruct-{scene.stem}", "image": scene.image_path(), "conversations": conversations}
 
 
@@ -152,5 +192,7 @@ def text_only_records() -> list[dict]:
         ("Which sizes can objects have?", ", ".join(list(SIZES)[:-1]) + " and " + list(SIZES)[-1] + "."),
         ("Which patterns can objects have?", ", ".join(PATTERNS[:-1]) + " and " + PATTERNS[-1] + "."),
     ]
-    return [{"id": f"text-{k}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
-            for k, (q, a) in enumerate(facts)]
+    return [
+        {"id": f"text-{k}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+        for k, (q, a) in enumerate(facts)
+    ]

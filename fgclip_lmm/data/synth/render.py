@@ -6,6 +6,7 @@ two pixels wide and a small object still shows a few of them. Pattern overlays a
 near-black on light ones. Background noise is drawn from an RNG seeded by (seed, index), so every image is a
 pure function of its scene and the seed, whichever process draws it.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,10 @@ def shape_mask(shape: str, side: int) -> np.ndarray:
             points.append((s / 2 + radius * s * math.cos(angle), s * 0.53 + radius * s * 1.05 * math.sin(angle)))
         draw.polygon(points, fill=255)
     elif shape == "hexagon":
-        draw.polygon([(s / 2 + s / 2 * math.cos(k * math.pi / 3), s / 2 + s / 2 * math.sin(k * math.pi / 3))
-                      for k in range(6)], fill=255)
+        draw.polygon(
+            [(s / 2 + s / 2 * math.cos(k * math.pi / 3), s / 2 + s / 2 * math.sin(k * math.pi / 3)) for k in range(6)],
+            fill=255,
+        )
     elif shape == "cross":
         a, b = round(0.32 * s), round(0.68 * s)
         draw.rectangle((a, 0, b, s), fill=255)
@@ -81,7 +84,7 @@ def _background(scene: Scene, side: int, rng: np.random.Generator) -> np.ndarray
     if scene.style == "gradient":
         angle = rng.uniform(0, 2 * math.pi)
         y, x = np.mgrid[0:side, 0:side] / side
-        ramp = (np.cos(angle) * x + np.sin(angle) * y)
+        ramp = np.cos(angle) * x + np.sin(angle) * y
         ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
         canvas *= (0.8 + 0.35 * ramp)[..., None]
     elif scene.style == "noisy":

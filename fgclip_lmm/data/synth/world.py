@@ -9,16 +9,23 @@ small / medium / large objects differ by several pixels and stripes / dots / che
 Every phrase is built from one template, `attribute_phrase`, and `parse_attributes` reads it back, which is how
 hard negatives are verified false for their object while keeping its noun.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
+from itertools import pairwise, product
 
 import numpy as np
 
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 220, 30), "green": (40, 170, 60),
-    "cyan": (30, 200, 210), "blue": (40, 70, 220), "purple": (140, 50, 190), "pink": (245, 120, 180),
+    "red": (220, 30, 30),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 30),
+    "green": (40, 170, 60),
+    "cyan": (30, 200, 210),
+    "blue": (40, 70, 220),
+    "purple": (140, 50, 190),
+    "pink": (245, 120, 180),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "cross")
 PLURALS: dict[str, str] = {shape: shape + ("es" if shape.endswith("s") else "s") for shape in SHAPES}
@@ -26,14 +33,35 @@ SIZES: dict[str, float] = {"small": 0.15, "medium": 0.22, "large": 0.30}  # box 
 PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "checkered")
 PATTERN_NOUNS: dict[str, str] = {"plain": "no pattern", "striped": "stripes", "dotted": "dots", "checkered": "checks"}
 # Grid cells in reading order; the phrase completes "the red circle is ...".
-POSITIONS: tuple[str, ...] = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+POSITIONS: tuple[str, ...] = (
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
 POSITION_PHRASES: tuple[str, ...] = (
-    "in the top left corner", "at the top", "in the top right corner", "on the left", "in the center",
-    "on the right", "in the bottom left corner", "at the bottom", "in the bottom right corner",
+    "in the top left corner",
+    "at the top",
+    "in the top right corner",
+    "on the left",
+    "in the center",
+    "on the right",
+    "in the bottom left corner",
+    "at the bottom",
+    "in the bottom right corner",
 )
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "light gray": (200, 200, 200), "dark gray": (75, 75, 80), "beige": (220, 205, 175), "pale blue": (185, 205, 225),
-    "pale green": (190, 215, 190), "brown": (120, 95, 70),
+    "light gray": (200, 200, 200),
+    "dark gray": (75, 75, 80),
+    "beige": (220, 205, 175),
+    "pale blue": (185, 205, 225),
+    "pale green": (190, 215, 190),
+    "brown": (120, 95, 70),
 }
 BACKGROUND_STYLES: tuple[str, ...] = ("plain", "gradient", "noisy", "grid")
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six")
@@ -147,13 +175,16 @@ def changed_variants(obj: SynthObject, n_changed: int, split: str) -> list[str]:
     return out
 
 
-def hard_negatives(obj: SynthObject, rng: np.random.Generator, split: str, n: int = 10,
-                   changes: tuple[int, ...] = (1, 2, 3)) -> list[str]:
+def hard_negatives(
+    obj: SynthObject, rng: np.random.Generator, split: str, n: int = 10, changes: tuple[int, ...] = (1, 2, 3)
+) -> list[str]:
     """`n` distinct negatives, each changing a number of attributes drawn from `changes`; never the noun."""
     pools = {k: changed_variants(obj, k, split) for k in changes}
     chosen: list[str] = []
     for k in rng.choice(changes, size=n):
-        pool = [p for p in pools[int(k)] if p not in chosen] or [p for k2 in changes for p in pools[k2] if p not in chosen]
+        pool = [p for p in pools[int(k)] if p not in chosen] or [
+            p for k2 in changes for p in pools[k2] if p not in chosen
+        ]
         chosen.append(pool[int(rng.integers(len(pool)))])
     return chosen
 
@@ -196,7 +227,7 @@ def short_caption_variants(scene: Scene, k: int = 5) -> list[str]:
 
 def _relations(objs: tuple[SynthObject, ...]) -> list[str]:
     sentences = []
-    for a, b in zip(objs, objs[1:]):
+    for a, b in pairwise(objs):
         (ra, ca), (rb, cb) = divmod(a.cell, 3), divmod(b.cell, 3)
         if ra == rb:
             sentences.append(f"The {a.colour} {a.shape} is to the left of the {b.colour} {b.shape}.")

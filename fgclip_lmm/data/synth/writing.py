@@ -4,6 +4,7 @@ JSON keeps insertion order and `ensure_ascii=False`; parquet goes through `datas
 (HF `Image` feature for the image column, so lmms-eval decodes it to PIL) and no timestamps, so the same rows
 give the same bytes. Each writer returns the path relative to the world root, for the manifest.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,16 @@ def write_parquet(root: Path, relative: str, rows: list[dict], with_id: bool) ->
     import datasets
 
     datasets.disable_progress_bars()
-    columns = (["id"] if with_id else []) + ["question_id", "question", "answer"] + (["image_source"] if with_id else [])
-    features = datasets.Features({**{c: datasets.Value("string") for c in columns}, "image": datasets.Image(),
-                                  "category": datasets.Value("string")})
+    columns = (
+        (["id"] if with_id else []) + ["question_id", "question", "answer"] + (["image_source"] if with_id else [])
+    )
+    features = datasets.Features(
+        {
+            **{c: datasets.Value("string") for c in columns},
+            "image": datasets.Image(),
+            "category": datasets.Value("string"),
+        }
+    )
     table = {name: [row[name] for row in rows] for name in features}
     datasets.Dataset.from_dict(table, features=features).to_parquet(str(_target(root, relative)))
     return relative
@@ -45,8 +53,14 @@ def _conversation_texts(records: list[dict]) -> list[str]:
     return [turn["value"].replace("<image>\n", "") for r in records for turn in r["conversations"]]
 
 
-def text_corpus(finehard: dict[str, list[dict]], llava: list[dict], pope: dict[str, list[dict]], mme: list[dict],
-                fgovd: dict[str, dict[str, list[dict]]], short_retrieval: dict) -> list[str]:
+def text_corpus(
+    finehard: dict[str, list[dict]],
+    llava: list[dict],
+    pope: dict[str, list[dict]],
+    mme: list[dict],
+    fgovd: dict[str, dict[str, list[dict]]],
+    short_retrieval: dict,
+) -> list[str]:
     """Every text of the world (captions, phrases, negatives, questions, answers), for tokenizer training."""
     texts: list[str] = []
     for items in finehard.values():
@@ -56,7 +70,12 @@ def text_corpus(finehard: dict[str, list[dict]], llava: list[dict], pope: dict[s
                 texts += [box["short_expr"], box["long_expr"], *box["short_expr_negs"].values()]
     texts += _conversation_texts(llava)
     texts += [row["question"] for rows in pope.values() for row in rows] + [row["question"] for row in mme]
-    texts += [e for levels in fgovd.values() for rows in levels.values() for row in rows
-              for e in row["pos_expression"] + row["neg_expression"]]
+    texts += [
+        e
+        for levels in fgovd.values()
+        for rows in levels.values()
+        for row in rows
+        for e in row["pos_expression"] + row["neg_expression"]
+    ]
     texts += [a["caption"] for a in short_retrieval["annotations"]]
     return texts
