@@ -257,3 +257,14 @@ def test_synth_cli_writes_a_world(tmp_path, capsys):
     assert load_manifest(tmp_path / "w")["num_images"] == 12
     assert "objects_per_image" in capsys.readouterr().out
     assert main(["synth", "--out", str(tmp_path / "w"), "--images", "12", "--no-progress"]) == 2  # not empty
+
+
+def test_world_files_stream_through_datasets(world):
+    from fgclip_lmm.data.streaming import stream_finehard, stream_llava
+
+    streamed = list(stream_llava(world.llava_config("instruct")))
+    mapped = LlavaJsonDataset(world.llava_config("instruct"))
+    assert [s["id"] for s in streamed] == [r.id for r in mapped.records]
+    assert sum(s["pixel_values"] is None for s in streamed) == sum(r.image_path is None for r in mapped.records) > 0
+    boxes = [len(s["box_texts"]) for s in stream_finehard(world.finehard_config("val"))]
+    assert boxes == [len(r.short_exprs) for r in FineHardDataset(world.finehard_config("val")).records]
