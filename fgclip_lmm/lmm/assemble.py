@@ -6,9 +6,10 @@ What is written to DIR (all loadable with stock transformers, no remote code):
 * `config.json` (`model_type="llava"`: the tower's own vision config, the LLM's text config, `image_token_id`,
   `image_seq_length`, `vision_feature_layer`, `vision_feature_select_strategy`, `projector_hidden_act`),
   `generation_config.json` (eos = the template's stop token), `model.safetensors`;
-* the processor: `processor_config.json` (patch_size, select strategy, num_additional_image_tokens, image token),
-  `preprocessor_config.json` (`LlavaImageProcessor`; `do_pad` for aspect `pad`), tokenizer files and
-  `chat_template.jinja` (the training template, also set as the tokenizer's chat template);
+* the processor: `processor_config.json` (patch_size, select strategy, num_additional_image_tokens, image token,
+  and, nested under `image_processor`, the `LlavaImageProcessor` settings: `do_pad` for aspect `pad`, size, crop,
+  mean/std), `tokenizer.json` + `tokenizer_config.json`, and `chat_template.jinja` (the training template, which
+  `AutoTokenizer` and `AutoProcessor` both load as their chat template);
 * `fgclip_lmm.json`: how it was assembled (tower type/path/layer/select, projector, template, aspect mode), which
   the trainer reads to use the same template and image preprocessing.
 
@@ -137,7 +138,8 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     """Build the LLaVA model, its processor and the assembly record in memory (nothing is written)."""
     tower_type, tower_path = parse_tower_spec(cfg.tower)
     tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer, select=cfg.select))
-    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch.float32)
+    # Load the LLM directly in the output dtype ("auto" = as stored) so a 7B model is never held in float32.
+    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=DTYPES[cfg.dtype] if cfg.dtype != "auto" else "auto")
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
     text_config = llm.config
     template = cfg.template if cfg.template != "auto" else default_template_for(text_config.model_type)
@@ -183,9 +185,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     if meta_params:
         raise RuntimeError(f"assembly left parameters uninitialised: {meta_params[:5]}")
 
-    dtype = DTYPES[cfg.dtype] if cfg.dtype != "auto" else (getattr(text_config, "dtype", None) or torch.float32)
-    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    model = model.to(dtype)
+    model = model.to(llm.dtype)
     model.config.text_config.use_cache = True
 
     stop_id = tokenizer.convert_tokens_to_ids(stop_string(tpl, tokenizer.eos_token or ""))
