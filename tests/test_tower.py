@@ -129,3 +129,19 @@ def test_llava_names_and_delay_load(dirs):
     assert [f.shape for f in feats] == [torch.Size([1, 4, 32])] * 2
     unfrozen = tower_from_llava_args(f"clip:{dirs.clip}", types.SimpleNamespace(unfreeze_mm_vision_tower=True), delay_load=True)
     assert unfrozen.is_loaded and unfrozen.cfg.tuning == "full"
+
+
+def test_fgclip_tower_loads_our_checkpoint_format(tmp_path):
+    from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
+
+    torch.manual_seed(0)
+    fg = FGCLIPModel(FGCLIPConfig.tiny(image_size=32, patch_size=8)).eval()
+    fg.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "fgclip"
+    lazy = build_tower(TowerConfig(type="fgclip", path=str(tmp_path), delay_load=True))
+    assert (lazy.hidden_size, lazy.num_patches, lazy.is_loaded) == (32, 16, False)
+    lazy.load_model()
+    x = torch.randn(2, 3, 32, 32)
+    want = fg.vision_model(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
+    torch.testing.assert_close(lazy(x), want)
+    assert lazy.image_processor.crop_size == {"height": 32, "width": 32}  # built from the config: no processor saved
