@@ -355,3 +355,61 @@ def test_unloadable_and_missing_images_error_or_counted_skip(world, tmp_path, ca
     assert got["skipped"]["by_reason"] == {"missing_image": 1, "corrupt_image": 1}
     assert got["results"]["hard"]["n"] == 5 and got["results"]["hard"]["skipped"] == 2  # rows 2 and 5
     assert "**Skipped 2 bad records (corrupt_image: 1, missing_image: 1)" in (tmp_path / "o" / "fgovd.md").read_text()
+
+
+# ---------------------------------------------------------------- the synthetic world, end to end
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from fgclip_lmm.data.synth.generate import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synth")
+    # 40 images, seed 1: 4 test images holding 2 / 2 / 1 / 1 objects (two single-object images for zeroshot).
+    manifest = generate(SynthConfig(out=str(root / "world"), images=40, seed=1, size=64, workers=1, progress=False))
+    tok = AutoTokenizer.from_pretrained(root / "world" / manifest["files"]["tokenizers"]["clip"])
+    torch.manual_seed(1)
+    FGCLIPModel(FGCLIPConfig.tiny(vocab_size=len(tok))).eval().save_pretrained(root / "model")  # no tokenizer files
+    return root, manifest
+
+
+def test_every_bench_runs_on_a_synthetic_world_root(synth_world):
+    root, manifest = synth_world
+    boxcls = json.loads((root / "world" / manifest["files"]["boxcls"]["test"]).read_text())
+    n_boxes = len(boxcls["annotations"])
+    per_image = {}
+    for ann in boxcls["annotations"]:
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    singles = sum(1 for n in per_image.values() if n == 1)
+    assert singles >= 1, "the generator changed: pick a seed whose test split holds a single-object image"
+
+    def run(bench, *extra):
+        out = root / "out" / bench / "-".join(extra)
+        rc = clip_bench.main(["--model", str(root / "model"), "--bench", bench, "--data", str(root / "world"),
+                              "--out", str(out), "--no-progress", "--batch-size", "3", *extra])
+        assert rc == 0
+        return json.loads((out / f"{bench}.json").read_text())
+
+    fgovd = run("fgovd")
+    assert list(fgovd["results"]) == ["hard", "medium", "easy", "trivial", "mean"]
+    for level, rows in manifest["counts"]["benchmarks"]["fgovd"]["test"].items():
+        assert fgovd["results"][level]["n"] == rows == n_boxes and fgovd["results"][level]["mean_negatives"] == 10
+    assert fgovd["tokenizer"].endswith("tokenizers/clip") and fgovd["synth_set"] == "test"
+    held = run("fgovd", "--synth-set", "heldout")
+    assert held["results"]["hard"]["n"] == manifest["counts"]["benchmarks"]["fgovd"]["heldout"]["hard"]
+    box = run("boxcls")
+    assert box["results"]["all"]["n"] == n_boxes and box["info"]["classes"] == len(boxcls["categories"])
+    long = run("retrieval")
+    assert long["info"]["text_path"] == "long" and long["results"]["image_to_text"]["n"] == 4
+    short = run("retrieval", "--synth-set", "short")
+    assert short["info"]["text_path"] == "short" and short["results"]["text_to_image"]["n"] == 4 * 5
+    zs = run("zeroshot")
+    assert zs["results"]["all"]["n"] == singles
+    for got in (fgovd, held, box, long, short, zs):
+        assert got["skipped"]["total"] == 0
+        for row in got["results"].values():
+            assert all(0.0 <= v <= 100.0 for k, v in row.items() if k.startswith(("top", "R@")))
+    with pytest.raises(SystemExit):
+        clip_bench.main(["--model", str(root / "model"), "--bench", "nope", "--data", str(root / "world")])
+    assert clip_bench.main(["--model", str(root / "model"), "--bench", "boxcls", "--data", str(root / "world"),
+                            "--synth-set", "val", "--no-progress"]) == 2

@@ -25,10 +25,11 @@ from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
 
 from .clip_benches import BenchResult, box_image_mask, prepare_images, run_boxcls, run_fgovd, run_retrieval, \
     run_zeroshot
-from .clip_encode import ClipEncoder, EncoderSettings, check_model_path, default_device, dtype_of, load_checkpoint
+from .clip_encode import ClipEncoder, EncoderSettings, check_model_path, default_device, dtype_of, has_tokenizer_files, \
+    load_checkpoint
 from .clip_formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
 from .clip_formats_global import RETRIEVAL_FORMATS, read_image_folder, read_retrieval
-from .clip_synth import resolve_data
+from .clip_synth import DataSpec, read_synth_zeroshot, resolve_data
 from .clip_templates import BUILTIN, load_templates
 
 BENCHES = ("fgovd", "boxcls", "retrieval", "zeroshot")
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-items", type=int, default=None,
                    help="retrieval: first N items (ShareGPT4V default 1000, the official protocol); zeroshot: subset")
     p.add_argument("--classnames", default=None, help="zeroshot: class-name map (JSON, or 'dir [idx] name' lines)")
+    p.add_argument("--synth-set", default=None,
+                   help="with a synthetic-world root: fgovd/boxcls/zeroshot test|heldout (default test), "
+                        "retrieval long|short (default long)")
     p.add_argument("--exclude-crowd", action="store_true", help="boxcls: leave out iscrowd annotations")
     p.add_argument("--on-bad-record", default="error", choices=("error", "skip"))
     p.add_argument("--truncation", default="truncate", choices=("truncate", "error"),
@@ -78,14 +82,14 @@ def _fgovd_files(path: Path) -> list[Path]:
     return sorted(files, key=lambda f: (rank.get(fgovd_split_name(f), len(rank)), f.name))
 
 
-def read_data(args, policy: BadRecordPolicy):
-    """Read and validate the bench's data and check its image files: (data, image mask, sources)."""
-    path, root = resolve_data(args.bench, Path(args.data).expanduser())
-    image_root = Path(args.image_root).expanduser() if args.image_root else root
+def read_data(args, spec: DataSpec, policy: BadRecordPolicy):
+    """Read and validate the bench's data and check its image files: (data, image mask, records read)."""
+    path = spec.path
+    image_root = Path(args.image_root).expanduser() if args.image_root else spec.image_root
     if not path.exists():
         raise FileNotFoundError(f"--data {path}: no such file or directory")
     if args.bench == "fgovd":
-        data = read_fgovd(_fgovd_files(path), image_root, policy)
+        data = read_fgovd(list(spec.files) or _fgovd_files(path), image_root, policy)
         return data, box_image_mask(data.boxes, policy), len(data.positives)
     if args.bench == "boxcls":
         if not path.is_file():
@@ -95,7 +99,10 @@ def read_data(args, policy: BadRecordPolicy):
     if args.bench == "retrieval":
         data = read_retrieval(path, args.retrieval_format, image_root, policy, args.max_items, args.captions_per_image)
         return data, prepare_images(data.images, data.image_records, policy), len(data.images)
-    data = read_image_folder(path, Path(args.classnames) if args.classnames else None, args.max_items)
+    if spec.manifest is not None:
+        data = read_synth_zeroshot(DataSpec(path, image_root))
+    else:
+        data = read_image_folder(path, Path(args.classnames) if args.classnames else None, args.max_items)
     return data, prepare_images(data.images, [str(p) for p in data.images], policy), len(data.images)
 
 
@@ -110,10 +117,14 @@ def run(args) -> tuple[BenchResult, dict]:
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None
     policy = BadRecordPolicy(args.on_bad_record)
     check_model_path(args.model)  # before reading data: a missing checkpoint fails first and fast
-    data, image_ok, n_records = read_data(args, policy)
+    spec = resolve_data(args.bench, Path(args.data).expanduser(), args.synth_set)
+    data, image_ok, n_records = read_data(args, spec, policy)
     if n_records == 0 or not bool(image_ok.any()):
         raise DataFormatError(f"--data {args.data}: no usable records ({policy.report.summary()})")
-    model, tokenizer = load_checkpoint(args.model, args.tokenizer, settings)
+    tokenizer_source = args.tokenizer
+    if tokenizer_source is None and spec.tokenizer is not None and not has_tokenizer_files(args.model):
+        tokenizer_source = str(spec.tokenizer)  # the synthetic world's own CLIP tokenizer
+    model, tokenizer = load_checkpoint(args.model, tokenizer_source, settings)
     encoder = ClipEncoder(model, tokenizer, settings, policy)
     if args.bench == "fgovd":
         result = run_fgovd(encoder, data, image_ok)
@@ -125,8 +136,8 @@ def run(args) -> tuple[BenchResult, dict]:
         result = run_zeroshot(encoder, data, image_ok, templates)
     report = policy.report
     meta = {
-        "bench": args.bench, "model": args.model, "tokenizer": args.tokenizer or args.model,
-        "data": [str(s) for s in data.sources],
+        "bench": args.bench, "model": args.model, "tokenizer": tokenizer_source or args.model,
+        "data": [str(s) for s in data.sources], "synth_set": spec.synth_set,
         "settings": {"image_size": encoder.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
                      "device": settings.device, "truncation": args.truncation, "on_bad_record": args.on_bad_record,
                      "resize": "squash to SxS, bicubic, CLIP mean/std"},

@@ -59,6 +59,12 @@ def _is_local(name: str) -> bool:
     return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") != 1
 
 
+def has_tokenizer_files(model: str) -> bool:
+    """True for a hub id (its tokenizer is fetched with it) or a local directory holding tokenizer files."""
+    path = Path(model).expanduser()
+    return not _is_local(model) or any((path / f).is_file() for f in TOKENIZER_FILES)
+
+
 def check_model_path(model: str) -> None:
     """A local checkpoint must be a directory with config.json (checked before any data is read)."""
     path = Path(model).expanduser()
@@ -81,7 +87,7 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings
 
     source = tokenizer
     if source is None:
-        if _is_local(model) and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        if not has_tokenizer_files(model):
             raise FileNotFoundError(f"--model {model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
                                     "pass --tokenizer DIR")
         source = str(path) if _is_local(model) else model
