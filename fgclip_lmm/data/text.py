@@ -42,10 +42,18 @@ def encode_texts(
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     if not texts:
         return torch.full((0, EMPTY_WIDTH), pad_id, dtype=torch.long), 0
+    # Batches repeat phrases (hard negatives above all): tokenise each distinct text once, then gather rows.
+    distinct = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+    rows = torch.tensor([distinct[text] for text in texts], dtype=torch.long)
     encoded = tokenizer(
-        list(texts), padding="longest", truncation=False, return_attention_mask=True, return_tensors="pt", verbose=False
+        list(distinct),
+        padding="longest",
+        truncation=False,
+        return_attention_mask=True,
+        return_tensors="pt",
+        verbose=False,
     )
-    ids, lengths = encoded["input_ids"].long(), encoded["attention_mask"].sum(1)
+    ids, lengths = encoded["input_ids"].long()[rows], encoded["attention_mask"].sum(1)[rows]
     empty = lengths <= tokenizer.num_special_tokens_to_add()
     if bool(empty.any()):  # readers reject empty texts; encoding one would train on padding
         row = int(empty.nonzero()[0, 0])
@@ -60,6 +68,6 @@ def encode_texts(
             f"{where}, field {field!r}: {int(lengths[row])} tokens exceed max_length {max_length} "
             f"(set truncation: truncate to cut and count instead)"
         )
-    ids = ids[:, : min(int(lengths.max()), max_length)].clone()
+    ids = ids[:, : min(int(lengths.max()), max_length)]
     ids[too_long, -1] = eos_id
     return ids, n_truncated
