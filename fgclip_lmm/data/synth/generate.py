@@ -170,7 +170,9 @@ def generate(config: SynthConfig) -> dict:
     }
     test = by_split["test"]
     image_bytes = lambda scene: (root / scene.image_path()).read_bytes()
-    pope = bench.pope_rows(test[: config.pope_images], by_split["train"], config.seed, image_bytes)
+    # POPE uses images with at least 3 objects (3 "yes" + 3 "no" each); tiny worlds fall back to any image.
+    pope_scenes = [s for s in test if len(s.objects) >= 3] or test
+    pope = bench.pope_rows(pope_scenes[: config.pope_images], by_split["train"], config.seed, image_bytes)
     files["pope"] = {
         name: write_parquet(root, f"pope/{name}.parquet", rows, with_id=True) for name, rows in pope.items()
     }
