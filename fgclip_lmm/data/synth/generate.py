@@ -17,12 +17,15 @@ Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/m
   - `finehard`: {split: "finehard/<split>.json"} (a JSON array, official item schema)
   - `llava`: {align: train captions (LCS-558K style), instruct: train multi-turn QA + a few text-only rows,
     instruct_val: val QA} (LLaVA JSON)
-  - `pope`: {random|popular|adversarial: parquet} and `mme`: parquet (lmms-eval fields; test split)
+  - `pope`: {random|popular|adversarial: parquet} (fields id, question_id, question, answer yes/no,
+    image_source, image, category) and `mme`: parquet (question_id "<category>/<stem>.png" shared by a Yes/No
+    pair, question, answer Yes/No, image, category in existence|count|position|color|shape|size); test split
   - `fgovd`: {test|heldout: {hard|medium|easy|trivial: JSONL}} (official FG-OVD rows)
   - `boxcls`: {test|heldout: COCO instances JSON}; `retrieval`: {long: ShareGPT4V JSON, short: COCO captions JSON}
   - `tokenizers`: {clip: HF dir, llm: HF dir}
-* `counts`: images/objects/boxes per split and rows per benchmark file.
-* `stats`: objects_per_image {n: images}, attribute_balance {attribute: {value: objects}}, negatives_per_box
+* `counts`: {splits: {split: {images, objects}}, benchmarks: {pope: {split: rows}, mme_rows, fgovd: {split:
+  {level: rows}}, llava: {align, instruct, instruct_val}, retrieval_images}}.
+* `stats`: objects_per_image {n: images}, mean_objects_per_image, attribute_balance {attribute: {value: objects}}, negatives_per_box
   {n: boxes}, heldout_objects, token_lengths {field: max CLIP tokens}.
 
 Every output is a pure function of (seed, num images, size): the same arguments give byte-identical files.
