@@ -254,7 +254,7 @@ def test_fgovd_known_answer_per_split_and_skipped_images(tmp_path):
     assert res.rows["medium"] == {"n": 1, "skipped": 1, "top1": 100.0, "mean_p_pos": pytest.approx(1.0),
                                   "mean_negatives": 2.0}
     assert res.rows["mean"]["top1"] == pytest.approx((200 / 3 + 100) / 2)
-    (name, long, texts), = enc.text_calls
+    (_field, long, texts), = enc.text_calls
     assert not long and sorted(texts) == sorted(set(texts)) and texts.count("shared neg") == 1  # each text once
 
 

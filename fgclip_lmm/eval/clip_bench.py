@@ -23,10 +23,24 @@ from pathlib import Path
 
 from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
 
-from .clip_benches import BenchResult, box_image_mask, prepare_images, run_boxcls, run_fgovd, run_retrieval, \
-    run_zeroshot
-from .clip_encode import ClipEncoder, EncoderSettings, check_model_path, default_device, dtype_of, has_tokenizer_files, \
-    load_checkpoint
+from .clip_benches import (
+    BenchResult,
+    box_image_mask,
+    prepare_images,
+    run_boxcls,
+    run_fgovd,
+    run_retrieval,
+    run_zeroshot,
+)
+from .clip_encode import (
+    ClipEncoder,
+    EncoderSettings,
+    check_model_path,
+    default_device,
+    dtype_of,
+    has_tokenizer_files,
+    load_checkpoint,
+)
 from .clip_formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
 from .clip_formats_global import RETRIEVAL_FORMATS, read_image_folder, read_retrieval
 from .clip_synth import DataSpec, read_synth_zeroshot, resolve_data
@@ -159,10 +173,11 @@ def _fmt(value) -> str:
 
 def to_markdown(result: BenchResult, meta: dict) -> str:
     s = meta["settings"]
-    lines = [f"## eval-clip: {result.bench}", "",
-             f"model `{meta['model']}` · data {', '.join(f'`{d}`' for d in meta['data'])} · image {s['image_size']}px "
-             f"({s['resize']}) · {', '.join(f'{k} {v}' for k, v in result.info.items() if not isinstance(v, dict))}",
-             "", "| " + " | ".join(["", *result.columns]) + " |", "|" + "---|" * (len(result.columns) + 1)]
+    data = ", ".join(f"`{d}`" for d in meta["data"])
+    info = ", ".join(f"{k} {v}" for k, v in result.info.items() if not isinstance(v, dict))
+    header = f"model `{meta['model']}` · data {data} · image {s['image_size']}px ({s['resize']}) · {info}"
+    lines = [f"## eval-clip: {result.bench}", "", header, "",
+             "| " + " | ".join(["", *result.columns]) + " |", "|" + "---|" * (len(result.columns) + 1)]
     lines += ["| " + " | ".join([name, *(_fmt(row.get(c, "")) for c in result.columns)]) + " |"
               for name, row in result.rows.items()]
     lines.append("")

@@ -22,8 +22,7 @@ from fgclip_lmm.data.bad_records import BadRecordPolicy
 from .clip_encode import ClipEncoder, check_images_exist, unique
 from .clip_formats import BoxClsData, FGOVDData, RetrievalData, ZeroShotData
 from .clip_templates import TemplateSet
-from .metrics import FGOVD_SCALE, class_embeddings, fgovd_scores, recall_at, retrieval_ranks, topk_accuracy, \
-    topk_ranks
+from .metrics import FGOVD_SCALE, class_embeddings, fgovd_scores, recall_at, retrieval_ranks, topk_accuracy, topk_ranks
 
 RECALL_KS = (1, 5, 10)
 TOPK = (1, 5)

@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
 from fgclip_lmm.data.records_io import read_records
 

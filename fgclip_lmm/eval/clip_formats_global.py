@@ -14,8 +14,15 @@ from pathlib import Path
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
 
-from .clip_formats import IMAGE_SUFFIXES, DataFormatError, RetrievalData, ZeroShotData, _load_json, _need_keys, \
-    coco_default_image_root
+from .clip_formats import (
+    IMAGE_SUFFIXES,
+    DataFormatError,
+    RetrievalData,
+    ZeroShotData,
+    _load_json,
+    _need_keys,
+    coco_default_image_root,
+)
 
 RETRIEVAL_FORMATS = ("sharegpt4v", "dci", "coco")
 SHAREGPT4V_DEFAULT_ITEMS = 1000

@@ -60,7 +60,7 @@ def resolve_data(bench: str, path: Path, synth_set: str | None = None) -> DataSp
     entry = _lookup(manifest, bench, name)
     tokenizers = manifest["files"].get("tokenizers", {})
     tokenizer = manifest.root / tokenizers["clip"] if isinstance(tokenizers, dict) and "clip" in tokenizers else None
-    common = dict(image_root=manifest.image_root, tokenizer=tokenizer, synth_set=name, manifest=manifest)
+    common = {"image_root": manifest.image_root, "tokenizer": tokenizer, "synth_set": name, "manifest": manifest}
     if bench == "fgovd":
         if not isinstance(entry, dict) or not entry:
             raise DataFormatError(f"{path}/manifest.json: files.fgovd.{name} must map split levels to JSONL files")
