@@ -270,3 +270,23 @@ def test_world_files_stream_through_datasets(world):
     assert sum(s["pixel_values"] is None for s in streamed) == sum(r.image_path is None for r in mapped.records) > 0
     boxes = [len(s["box_texts"]) for s in stream_finehard(world.finehard_config("val"))]
     assert boxes == [len(r.short_exprs) for r in FineHardDataset(world.finehard_config("val")).records]
+
+
+def test_benchmark_files_read_back_through_the_eval_readers(world):
+    from fgclip_lmm.data.bad_records import BadRecordPolicy
+    from fgclip_lmm.eval.clip_formats import read_coco_instances, read_fgovd
+    from fgclip_lmm.eval.clip_formats_global import read_coco_captions, read_sharegpt4v
+
+    policy = BadRecordPolicy("error")
+    levels = ("hard", "medium", "easy", "trivial")
+    fgovd = read_fgovd([world.path("fgovd", "test", lv) for lv in levels], world.image_root, policy)
+    n_boxes = world["counts"]["splits"]["test"]["objects"]
+    assert len(fgovd.boxes) == 4 * n_boxes and all(len(n) == 10 for n in fgovd.negatives)
+    assert all(p.is_file() for p in fgovd.boxes.images)
+    boxcls = read_coco_instances(world.path("boxcls", "heldout"), world.image_root, policy)
+    assert len(boxcls.labels) == world["counts"]["splits"]["heldout"]["objects"] and len(boxcls.classnames) == 48
+    n_test = world["splits"]["test"]["count"]
+    short = read_coco_captions(world.path("retrieval", "short"), world.image_root, policy, None)
+    assert len(short.images) == n_test and len(short.texts) == 5 * n_test
+    long = read_sharegpt4v(world.path("retrieval", "long"), world.image_root, policy, None)
+    assert len(long.images) == len(long.texts) == n_test and all(p.is_file() for p in long.images)
