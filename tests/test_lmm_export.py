@@ -35,9 +35,9 @@ from transformers.utils import logging
 from peft import PeftModel
 logging.set_verbosity_error()
 jobs = json.loads(sys.argv[1])
-inputs = load_file(jobs["inputs"])
 out = {}
 for name, job in jobs["models"].items():
+    inputs = load_file(job.get("inputs", jobs["inputs"]))
     model = LlavaForConditionalGeneration.from_pretrained(job["dir"], dtype=torch.float32).eval()
     if job.get("adapter"):  # the documented stock route for a LoRA directory
         model.load_state_dict(load_file(job["adapter"] + "/non_lora_trainables.safetensors"), strict=False)
@@ -94,6 +94,16 @@ def trained(tmp_path_factory):
     ns.lora_logits = peft_model(**ns.inputs).logits.detach()
     ns.lora = save_lora(peft_model, processor, root / "lora", meta=meta)
     ns.peft_model = peft_model
+
+    qwen, qwen_processor, qwen_meta = assemble(AssembleConfig(tower=f"clip:{tower}", llm=str(write_tiny_llm(root / "qwen", "qwen2"))))
+    ns.qwen = save_assembly(qwen, qwen_processor, qwen_meta, root / "qwen_base")
+    qwen_prompt = qwen_processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}], add_generation_prompt=True)
+    qwen_batch = qwen_processor(text=qwen_prompt, images=image, return_tensors="pt")
+    ns.qwen_inputs = {"input_ids": qwen_batch["input_ids"], "pixel_values": qwen_batch["pixel_values"]}
+    ns.qwen_ids_zero_image = qwen_processor(text=qwen_prompt, images=torch.zeros(3, 20, 30, dtype=torch.uint8),
+                                            return_tensors="pt")["input_ids"]
+    ns.qwen_logits = qwen.eval()(**ns.qwen_inputs).logits.detach()
     return ns
 
 
@@ -156,10 +166,12 @@ def test_stock_transformers_subprocess_load_parity(trained, tmp_path):
     merge_main(["--base", str(trained.base), "--adapter", str(trained.lora), "--out", str(merged)])
     base_logits = LlavaForConditionalGeneration.from_pretrained(trained.base).eval()(**trained.inputs).logits.detach()
     save_file({k: v.contiguous() for k, v in trained.inputs.items()}, str(tmp_path / "inputs.safetensors"))
+    save_file({k: v.contiguous() for k, v in trained.qwen_inputs.items()}, str(tmp_path / "qwen_inputs.safetensors"))
     jobs = {"inputs": str(tmp_path / "inputs.safetensors"), "output": str(tmp_path / "out.safetensors"),
             "question": QUESTION,
             "models": {"base": {"dir": str(trained.base)}, "full": {"dir": str(trained.full)},
-                       "merged": {"dir": str(merged)}, "adapter": {"dir": str(trained.base), "adapter": str(trained.lora)}}}
+                       "merged": {"dir": str(merged)}, "adapter": {"dir": str(trained.base), "adapter": str(trained.lora)},
+                       "qwen": {"dir": str(trained.qwen), "inputs": str(tmp_path / "qwen_inputs.safetensors")}}}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", STOCK_SCRIPT, json.dumps(jobs)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -171,3 +183,5 @@ def test_stock_transformers_subprocess_load_parity(trained, tmp_path):
     for name, logits in want.items():
         torch.testing.assert_close(got[name], logits, rtol=1e-4, atol=1e-4, msg=name)
         assert torch.equal(got[name + ".ids"], trained.ids_zero_image), name
+    torch.testing.assert_close(got["qwen"], trained.qwen_logits, rtol=1e-4, atol=1e-4)  # Qwen2-style, tied embeddings
+    assert torch.equal(got["qwen.ids"], trained.qwen_ids_zero_image)
