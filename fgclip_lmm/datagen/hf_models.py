@@ -1,0 +1,111 @@
+"""Batched generation with stock transformers models: image-text-to-text (captions) and chat LLMs (negatives).
+
+* `ImageTextGenerator`: `AutoModelForImageTextToText` + `AutoProcessor` (LLaVA-1.5 / LLaVA-NeXT / Qwen2-VL / ...
+  HF exports, and this project's `assemble` output). Each image becomes one user turn `[image, prompt]` rendered by
+  the processor's chat template.
+* `ChatGenerator`: `AutoModelForCausalLM` + `AutoTokenizer`, prompts rendered by the tokenizer's chat template.
+
+Both pad on the left (decoder-only generation), decode only the new tokens, seed sampling per call, and never
+pass `trust_remote_code`. The device defaults to `cuda:$LOCAL_RANK` when CUDA is available (one GPU per rank
+under torchrun / accelerate), else the CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.9
+    seed: int | None = None
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def parse_dtype(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _generate(model, inputs, options: GenerationOptions, pad_token_id: int | None) -> torch.Tensor:
+    kwargs = {"max_new_tokens": options.max_new_tokens, "do_sample": options.do_sample, "pad_token_id": pad_token_id}
+    if options.do_sample:
+        kwargs.update(temperature=options.temperature, top_p=options.top_p)
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    with torch.inference_mode():
+        output = model.generate(**inputs, **kwargs)
+    return output[:, inputs["input_ids"].shape[1]:]
+
+
+def _left_padded(tokenizer) -> None:
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{tokenizer.name_or_path}: tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+class ImageTextGenerator:
+    """`generator(images, prompt, options) -> list[str]` with any image-text-to-text checkpoint."""
+
+    def __init__(self, model_id: str, device: str | None = None, dtype: str = "auto"):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.device = pick_device(device)
+        self.processor = AutoProcessor.from_pretrained(model_id)
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ValueError(f"{model_id}: the processor has no chat template; recaption needs one to build prompts")
+        _left_padded(self.processor.tokenizer)
+        self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=parse_dtype(dtype)).to(self.device)
+        self.model.eval()
+
+    def __call__(self, images: list, prompt: str, options: GenerationOptions) -> list[str]:
+        conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
+                                                        {"type": "text", "text": prompt}]}] for image in images]
+        inputs = self.processor.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+            processor_kwargs={"padding": True},
+        ).to(self.device).to(self.model.dtype)
+        new = _generate(self.model, inputs, options, self.processor.tokenizer.pad_token_id)
+        return self.processor.batch_decode(new, skip_special_tokens=True)
+
+
+class ChatGenerator:
+    """`generator(prompts, options, system=None) -> list[str]` with any chat causal LM."""
+
+    def __init__(self, model_id: str, device: str | None = None, dtype: str = "auto"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = pick_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        if self.tokenizer.chat_template is None:
+            raise ValueError(f"{model_id}: the tokenizer has no chat template; use an instruction-tuned model")
+        _left_padded(self.tokenizer)
+        self.model = AutoModelForCausalLM.from_pretrained(model_id, dtype=parse_dtype(dtype)).to(self.device)
+        self.model.eval()
+
+    def __call__(self, prompts: list[str], options: GenerationOptions, system: str | None = None) -> list[str]:
+        head = [{"role": "system", "content": system}] if system else []
+        conversations = [head + [{"role": "user", "content": prompt}] for prompt in prompts]
+        inputs = self.tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+            padding=True, sanitize_control_tokens=True,
+        ).to(self.device)
+        new = _generate(self.model, inputs, options, self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
