@@ -45,6 +45,7 @@ from fgclip_lmm.eval.lmms_tasks import (
     TASK_ALIASES,
     TaskDataError,
     check_task_data,
+    local_group_names,
     local_task_yamls,
     read_task_yaml,
     suggest,
@@ -211,8 +212,11 @@ def run(args: EvalLmmArgs) -> dict[str, Any]:
     from fgclip_lmm.eval.lmms_report import build_report
 
     task_dirs = _task_dirs(args)
+    local = set(local_task_yamls(task_dirs)) | local_group_names(task_dirs)
+    # Indexing lmms-eval's ~2000 built-in YAMLs takes seconds: skip it when every task is one of ours.
+    only_local = all(TASK_ALIASES.get(name, name) in local for name in args.tasks)
     task_manager = TaskManager(verbosity=args.verbosity, include_path=[str(d) for d in task_dirs],
-                               model_name="fgclip_llava")
+                               include_defaults=not only_local, model_name="fgclip_llava")
     names, aliased = preflight(args, task_manager, task_dirs)
     model = FGClipLlava(pretrained=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                         score_yes_no=args.calibration)

@@ -56,6 +56,17 @@ def local_task_yamls(dirs: Iterable[Path]) -> dict[str, Path]:
     return found
 
 
+def local_group_names(dirs: Iterable[Path]) -> set[str]:
+    """Group names defined under `dirs`."""
+    names = set()
+    for root in dirs:
+        for path in Path(root).rglob("*.yaml"):
+            group = read_task_yaml(path).get("group")
+            if isinstance(group, str):
+                names.add(group)
+    return names
+
+
 def suggest(name: str, known: Sequence[str], n: int = 5) -> list[str]:
     """Close known names for a misspelt task name."""
     return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
