@@ -87,7 +87,7 @@ def fgclip_batch(config: FGCLIPConfig, batch_size: int, stage: int = 2, boxes_pe
         corner = torch.rand(k, 2, generator=gen) * 0.5
         extent = 0.1 + torch.rand(k, 2, generator=gen) * 0.4
         box_text = _texts(k, box_len, config, gen)
-        hard = torch.cat([box_text.unsqueeze(1), _texts(k * negatives, box_len, config, gen).view(k, negatives, -1)],
+        hard = torch.cat([box_text.unsqueeze(1), _texts(k * negatives, box_len, config, gen).view(k, negatives, box_len)],
                          dim=1).reshape(k * (1 + negatives), box_len)
         batch.update(
             box_counts=torch.full((batch_size,), boxes_per_image, dtype=torch.long),
