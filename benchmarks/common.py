@@ -231,7 +231,10 @@ def base_parser(name: str, doc: str | None, sizes: Sequence[str]) -> argparse.Ar
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    """Seed, thread count and TF32 (allowed on GPUs, as the trainers do); returns the device."""
+    """Seed, thread count, quiet transformers logs and TF32 (allowed on GPUs, as the trainers do); returns the device."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     threads = args.threads or (1 if device.type == "cpu" else None)
