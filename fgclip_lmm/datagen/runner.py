@@ -188,6 +188,7 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
     todo = [item for item in mine if item.index not in done]
     start = time.perf_counter()
     part_file = parts / f"rank{shard.rank:05d}.jsonl"
+    _drop_torn_tail(part_file)
     with open(part_file, "a", encoding="utf-8") as handle, tqdm(
         total=len(mine), initial=len(mine) - len(todo), desc=f"{step} [rank {shard.rank}/{shard.world_size}]",
         unit="item", disable=not config.progress, position=shard.rank if shard.world_size > 1 else None,
@@ -206,6 +207,16 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
     if len(read_progress(parts)) < len(items):
         return RunResult(len(todo), seconds, False, None)
     return RunResult(len(todo), seconds, True, merge(config.out))
+
+
+def _drop_torn_tail(part_file: Path) -> None:
+    """Cut a last line left without its newline by a crash, so the next append starts on a fresh line."""
+    if not part_file.is_file():
+        return
+    data = part_file.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(part_file, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def _run_batch(step: str, batch: list[WorkItem], batch_fn: BatchFn) -> list[Outcome]:
