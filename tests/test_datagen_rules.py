@@ -85,6 +85,7 @@ def test_validate_reasons() -> None:
     assert check("big red car") == "same_as_positive"  # big = large after synonym folding
     assert check("the large red car") == "same_as_positive"
     assert check("large red car with a roof") == "adds_only"
+    assert check("red cars") == "drops_only"
     assert check("blue car") == "duplicate"
     assert check("one two three four five six seven eight nine ten car") == "too_long"
     assert check("small red cars") is None

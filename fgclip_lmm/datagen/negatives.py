@@ -5,7 +5,8 @@ proposes rewrites of `short_expr`, one per line; the paper used Llama-3.1-70B (f
 is cleaned and validated (`validate`): `empty` / `not_text`, `too_long`, `missing_noun` (the head noun, singular
 or plural, must stay), `same_as_positive` (equal to the positive once articles are dropped and lexicon synonyms
 are folded: "big" = "large"), `adds_only` (keeps every word of the positive and only adds some: "big red car" for
-"red car" may still be true) and `duplicate` (of an accepted negative, same folding). Rejected candidates are
+"red car" may still be true), `drops_only` (only removes words: "red car" for "big red car" is true of the region)
+and `duplicate` (of an accepted negative, same folding). Rejected candidates are
 counted by reason. Missing negatives are filled, in order, from `rule_negatives`, a deterministic attribute swap
 over the lexicon; a box ends with exactly K (`flag_short_neg: 1`) or with none (`flag_short_neg: 0`, reason
 counted as `box_short:no_noun | no_attribute | too_few`).
@@ -142,6 +143,8 @@ def validate(candidate: str, positive: str, noun: str, accepted: set[str], max_w
         return "same_as_positive"
     if set(folded) >= set(folded_positive):
         return "adds_only"  # "big red car" for "red car" may still be true of the region
+    if set(folded) <= set(folded_positive):
+        return "drops_only"  # "red car" for "big red car" is true of the region
     if key in accepted:
         return "duplicate"
     return None
