@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
+from transformers import CLIPVisionModel
 
 import common
 import presets
@@ -25,19 +25,6 @@ from fgclip_lmm.tower import TowerConfig, build_tower
 
 DEFAULT_BATCH = {"tiny": 32, "b16": 256, "l14_336": 128}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def write_checkpoint(size: str, out: Path, device: torch.device, seed: int = 0) -> Path:
-    """A full `CLIPModel` directory (preset vision tower, a token text tower) that both loaders accept."""
-    torch.manual_seed(seed)
-    text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=16)
-    config = CLIPConfig(text_config=text, vision_config=presets.vision_config(size).to_dict(),
-                        projection_dim=presets.CLIP_SIZES[size]["projection_dim"])
-    with torch.device(device):
-        model = CLIPModel(config)
-    model.save_pretrained(out)
-    return out
 
 
 def load_models(path: Path, device: torch.device, dtype: torch.dtype):
@@ -53,7 +40,7 @@ def run(size: str, device: torch.device, batch: int, dtype: str = "fp32", repeat
         workdir: str | None = None) -> dict:
     torch_dtype = DTYPES[dtype]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = write_checkpoint(size, Path(tmp) / "clip", device)
+        path = presets.write_clip_checkpoint(size, Path(tmp) / "clip", device)
         ours, hf, short = load_models(path, device, torch_dtype)
     image = presets.vision_config(size).image_size
     pixels = torch.randn(batch, 3, image, image, generator=torch.Generator().manual_seed(1)).to(device, torch_dtype)

@@ -235,6 +235,7 @@ def setup(args: argparse.Namespace) -> torch.device:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     threads = args.threads or (1 if device.type == "cpu" else None)

@@ -16,7 +16,9 @@ padding), the worst case the collator can produce and the shape of the paper's c
 from __future__ import annotations
 
 import torch
-from transformers import CLIPTextConfig, CLIPVisionConfig
+from pathlib import Path
+
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 import common  # noqa: F401  (puts the repository root on sys.path)
 from fgclip_lmm.model import FGCLIPConfig
@@ -45,6 +47,19 @@ SIZES = tuple(CLIP_SIZES)
 def vision_config(size: str) -> CLIPVisionConfig:
     spec = CLIP_SIZES[size]
     return CLIPVisionConfig(projection_dim=spec["projection_dim"], **spec["vision"])
+
+
+def write_clip_checkpoint(size: str, out: Path, device: torch.device | str = "cpu", seed: int = 0) -> Path:
+    """A random full `CLIPModel` directory (preset vision tower, a token text tower) that every tower loader takes."""
+    torch.manual_seed(seed)
+    text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16)
+    config = CLIPConfig(text_config=text, vision_config=vision_config(size).to_dict(),
+                        projection_dim=CLIP_SIZES[size]["projection_dim"])
+    with torch.device(device):
+        model = CLIPModel(config)
+    model.save_pretrained(out)
+    return Path(out)
 
 
 def fgclip_config(size: str, **overrides) -> FGCLIPConfig:

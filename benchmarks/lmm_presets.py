@@ -1,0 +1,71 @@
+"""LLaVA-style LMM presets for the benchmarks: random Llama LLMs and exported HF LLaVA checkpoints.
+
+LLM shapes (random init; the tokenizer is the project's Llama-style BPE trained on the benchmark's own texts, so
+the vocabulary is a few hundred tokens, not 32k: the LM head is the one part smaller than the real model's):
+
+| shape  | hidden | layers | heads / kv heads | MLP  | what it stands for |
+|--------|--------|--------|------------------|------|--------------------|
+| `tiny` | 64     | 2      | 4 / 2            | 128  | CPU plumbing runs |
+| `1b`   | 2048   | 22     | 32 / 4           | 5632 | TinyLlama-1.1B's shape: a realistic LLM that random-initialises in seconds on a GPU (a 7B is too big to build randomly inside the GPU budget) |
+
+`build_export` goes through the project's own path: `presets.write_clip_checkpoint` (tower) + `write_llm`, then
+`fgclip_lmm.lmm.assemble` (FG-CLIP tower type, mlp2x_gelu projector, Vicuna-v1 template) and `save_assembly`:
+a stock `LlavaForConditionalGeneration` + `LlavaProcessor` directory that both lmms-eval wrappers load.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+import presets
+from fgclip_lmm.data.tokenizers import train_llm_tokenizer
+
+LLM_SHAPES = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128),
+    "1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+               intermediate_size=5632),
+}
+CORPUS = (
+    "Is there a red circle in the image? Yes",
+    "Is there a blue square in the image? No",
+    "Is there a green triangle in the image? Yes",
+    "Is there a yellow star in the image? No",
+    "Is there a purple car in the image? Yes",
+    "Describe the image. A large orange cylinder next to a small cyan cone on the left.",
+    "What color is the ball? The ball is green and it is above the wooden box.",
+    "Answer the question using a single word or phrase.",
+)
+
+
+def write_llm(shape: str, out: Path, texts=CORPUS, device: torch.device | str = "cpu", seed: int = 0,
+              dtype: torch.dtype = torch.float32) -> Path:
+    """A random Llama of `shape` plus a tokenizer trained on `texts`, saved with `save_pretrained`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_llm_tokenizer([t for t in texts for _ in range(4)], out, vocab_size=600, extra_special_tokens=())
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=False, max_position_embeddings=2048, **LLM_SHAPES[shape])
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.save_pretrained(out)
+    return out
+
+
+def build_export(tower_size: str, llm_shape: str, out: Path, device: torch.device | str = "cpu",
+                 dtype: str = "float32", texts=CORPUS, aspect: str = "pad") -> Path:
+    """Assemble tower + projector + LLM into an HF LLaVA export at `out` (model, processor, assembly record)."""
+    from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
+
+    out = Path(out)
+    tower = presets.write_clip_checkpoint(tower_size, out.parent / f"{out.name}_tower", device)
+    weights = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    llm = write_llm(llm_shape, out.parent / f"{out.name}_llm", texts, device, dtype=weights)
+    config = AssembleConfig(tower=f"fgclip:{tower}", llm=str(llm), out=str(out), aspect=aspect, dtype=dtype,
+                            pad_to_multiple_of=64)
+    model, processor, meta = assemble(config)
+    return save_assembly(model, processor, meta, out)
