@@ -33,7 +33,7 @@ class ClipTrainConfig:
     on_bad_record: str = "skip"           # error | skip
     truncation: str = "truncate"          # error | truncate
     num_workers: int = 4
-    eval_data: str = ""                   # FG-OVD-style JSONL (synthetic val split) for periodic hard-negative accuracy
+    eval_data: str = ""                   # FineHARD-format split (synthetic val) for periodic hard-negative accuracy
     eval_image_root: str = ""
     eval_every: int = 0
     eval_limit: int = 512

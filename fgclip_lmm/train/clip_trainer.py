@@ -212,7 +212,7 @@ def export_final(root: Path, out: Path, rank: int) -> Path:
 
 
 def periodic_eval(model: FGCLIPModel, tokenizer, cfg: ClipTrainConfig, rank: int) -> dict[str, float]:
-    from ..eval.clip_bench import hard_negative_accuracy
+    from .clip_eval import hard_negative_accuracy
 
     was_training = model.training
     model.eval()

@@ -1,0 +1,151 @@
+"""The demo pipeline: synthetic world -> CLIP baseline vs FG-CLIP (DeepSpeed) -> encoder benchmarks -> two LMMs
+(same tiny LLM, data, steps and seed; one per tower) -> align + finetune -> lmms-eval tasks -> report.
+
+Fairness: both encoders share stage 1 (S1 steps); FG-CLIP then runs stage 2 for S2 steps while the CLIP baseline
+continues stage 1 for the same S2 steps on the same FineHARD images and captions, so both see the same samples
+and steps and differ only in the regional and hard-negative losses.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..data.synth.manifest import load_manifest
+from .config import DemoConfig
+from .stages import Stage, StageRunner, verify_hf_dir, verify_json
+
+ENCODERS = ("clip", "fgclip")
+BENCHES = {"fgovd_test": ("fgovd", "test"), "fgovd_heldout": ("fgovd", "heldout"), "boxcls": ("boxcls", "test"),
+           "retrieval_long": ("retrieval", "long"), "retrieval_short": ("retrieval", "short")}
+LMM_TASKS = "fgclip_pope,fgclip_attr"
+
+
+class DemoPaths:
+    def __init__(self, out: Path):
+        self.out = out
+        self.world = out / "world"
+        self.stage1 = out / "encoders" / "stage1"
+        self.encoder = {name: out / "encoders" / name for name in ENCODERS}
+        self.bench = {name: out / "bench" / name for name in ENCODERS}
+        self.llm = out / "lmm" / "llm"
+        self.assembled = {name: out / "lmm" / f"{name}_assembled" for name in ENCODERS}
+        self.align = {name: out / "lmm" / f"{name}_align" for name in ENCODERS}
+        self.finetune = {name: out / "lmm" / f"{name}_finetune" for name in ENCODERS}
+        self.lmm_eval = {name: out / "lmm_eval" / name for name in ENCODERS}
+
+
+def write_demo_llm(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seed: int) -> Path:
+    """A tiny random Llama over the world's LLM tokenizer (the same one for both LMMs)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
+                         num_key_value_heads=max(1, hidden // 32), max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def clip_args(cfg: DemoConfig, world, stage: str, init: str, out: Path, steps: int, data_format: str) -> list[str]:
+    return ["train-clip", "--config", f"tiny_{stage}", "--init_from", init, "--output_dir", str(out),
+            "--tokenizer", str(world.path("tokenizers", "clip")),
+            "--data_path", str(world.path("finehard", "train") if data_format == "finehard"
+                               else world.path("stage1", "train")),
+            "--data_format", data_format, "--image_root", str(world.image_root), "--image_size", str(cfg.image_size),
+            "--eval_data", str(world.path("finehard", "val")), "--eval_image_root", str(world.image_root),
+            "--tiny_width", str(cfg.clip_width), "--tiny_layers", str(cfg.clip_layers),
+            "--tiny_patch", str(cfg.clip_patch), "--micro_batch_size", str(cfg.clip_batch),
+            "--lr", str(cfg.clip_lr), "--max_steps", str(steps), "--save_every", str(steps),
+            "--eval_every", str(cfg.eval_every), "--warmup_steps", str(max(1, steps // 10)), "--seed", str(cfg.seed),
+            "--num_workers", "1", "--log_every", "2"]
+
+
+def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list[Stage]:
+    world_keys = ("images", "image_size", "seed")
+    clip_keys = world_keys + ("clip_width", "clip_layers", "clip_patch", "clip_batch", "clip_lr", "stage1_steps",
+                              "eval_every")
+    stages = [Stage("world", lambda: runner.cli("world", [
+        "synth", "--out", str(paths.world), "--images", str(cfg.images), "--seed", str(cfg.seed), "--size",
+        str(cfg.image_size), "--overwrite"]), [(paths.world / "manifest.json", verify_json)],
+        cfg.fingerprint(*world_keys))]
+
+    def world():
+        return load_manifest(paths.world)
+
+    stages.append(Stage("encoder_stage1", lambda: runner.cli("encoder_stage1", clip_args(
+        cfg, world(), "stage1", "tiny", paths.stage1, cfg.stage1_steps, "pairs")),
+        [(paths.stage1 / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys)))
+    for name, stage in (("clip", "stage1"), ("fgclip", "stage2")):
+        # the baseline continues stage 1 on FineHARD data so both see the same images and captions
+        stages.append(Stage(f"encoder_{name}", lambda name=name, stage=stage: runner.cli(f"encoder_{name}", clip_args(
+            cfg, world(), stage, str(paths.stage1 / "hf"), paths.encoder[name], cfg.stage2_steps, "finehard")),
+            [(paths.encoder[name] / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys, "stage2_steps")))
+    for name in ENCODERS:
+        outputs = [(paths.bench[name] / key / f"{bench}.json", verify_json) for key, (bench, _) in BENCHES.items()]
+        stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name), outputs,
+                            cfg.fingerprint(*clip_keys, "stage2_steps")))
+    lmm_keys = clip_keys + ("stage2_steps", "llm_hidden", "llm_layers", "lmm_batch", "align_steps",
+                            "finetune_steps", "align_lr", "finetune_lr", "model_max_length")
+    stages.append(Stage("llm", lambda: write_demo_llm(paths.llm, world().path("tokenizers", "llm"),
+                                                       cfg.llm_hidden, cfg.llm_layers, cfg.seed),
+                        [(paths.llm, verify_hf_dir)], cfg.fingerprint(*world_keys, "llm_hidden", "llm_layers")))
+    for name in ENCODERS:
+        stages += lmm_stages(cfg, paths, runner, name, world, cfg.fingerprint(*lmm_keys))
+    return stages
+
+
+def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str, world, fingerprint) -> list[Stage]:
+    common = ["--image_root", "{root}", "--micro_batch_size", str(cfg.lmm_batch), "--num_workers", "1",
+              "--model_max_length", str(cfg.model_max_length), "--zero_stage", "2", "--precision", "fp32",
+              "--gradient_checkpointing", "false", "--log_every", "2", "--seed", str(cfg.seed), "--deepspeed_config",
+              "none", "--warmup_ratio", "0.05"]
+
+    def train(stage: str, model: Path, data_key: str, steps: int, lr: float, out: Path) -> None:
+        w = world()
+        args = ["train-lmm", "--stage", stage, "--model", str(model), "--data_path",
+                str(w.path("llava", data_key)), "--max_steps", str(steps), "--save_every", str(steps),
+                "--lr", str(lr), "--output_dir", str(out)]
+        runner.cli(f"lmm_{name}_{stage}", args + [a.replace("{root}", str(w.image_root)) for a in common])
+
+    def evaluate() -> None:
+        runner.cli(f"lmm_eval_{name}", [
+            "eval-lmm", "--model", str(paths.finetune[name] / "hf"), "--tasks", LMM_TASKS, "--out",
+            str(paths.lmm_eval[name]), "--world", str(paths.world), "--batch-size", str(cfg.eval_batch),
+            "--device", "cpu", "--dtype", "float32", "--limit", str(max(cfg.pope_limit, cfg.attr_limit))])
+
+    return [
+        Stage(f"lmm_{name}_assemble", lambda: runner.cli(f"lmm_{name}_assemble", [
+            "assemble", "--tower", f"fgclip:{paths.encoder[name] / 'hf'}", "--llm", str(paths.llm),
+            "--projector", "mlp2x_gelu", "--template", "vicuna_v1", "--out", str(paths.assembled[name])]),
+              [(paths.assembled[name], verify_hf_dir)], fingerprint),
+        Stage(f"lmm_{name}_align", lambda: train("align", paths.assembled[name], "align", cfg.align_steps,
+                                                 cfg.align_lr, paths.align[name]),
+              [(paths.align[name] / "hf", verify_hf_dir)], fingerprint),
+        Stage(f"lmm_{name}_finetune", lambda: train("finetune", paths.align[name] / "hf", "instruct",
+                                                    cfg.finetune_steps, cfg.finetune_lr, paths.finetune[name]),
+              [(paths.finetune[name] / "hf", verify_hf_dir)], fingerprint),
+        Stage(f"lmm_{name}_eval", evaluate, [(paths.lmm_eval[name] / "eval_lmm.json", verify_json)],
+              {**fingerprint, "pope_limit": cfg.pope_limit, "attr_limit": cfg.attr_limit}),
+    ]
+
+
+def run_benches(paths: DemoPaths, name: str) -> None:
+    """All encoder benchmarks of one encoder in this process (no DeepSpeed involved, so no subprocess needed)."""
+    from ..eval.clip_bench import main as eval_clip
+
+    for key, (bench, subset) in BENCHES.items():
+        code = eval_clip(["--model", str(paths.encoder[name] / "hf"), "--bench", bench, "--data", str(paths.world),
+                          "--synth-set", subset, "--out", str(paths.bench[name] / key), "--templates", "single",
+                          "--no-progress"])
+        if code != 0:
+            raise RuntimeError(f"eval-clip {bench} ({subset}) failed for {name} with exit code {code}")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
