@@ -292,3 +292,27 @@ def test_cli_steps_merge_and_errors(world, tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "g.json"), "--detector", "none"]) == 2
     assert "missing.json" in capsys.readouterr().err
     assert main(["merge", "--out", str(tmp_path / "never.json")]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_the_single_process_file(world, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    records = json.loads(world.finehard.read_text())
+    for record in records:
+        record["bbox_info"] = [_box("large red circle", None), _box("small wooden box", None, (0.5, 0.5, 0.9, 0.9))]
+    path = _write(tmp_path / "grounded.json", records)
+    single = tmp_path / "single.json"
+    assert main(["negatives", "--input", str(path), "--out", str(single), "--rules-only", "--no-progress"]) == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    run = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "0", "-m", "fgclip_lmm.cli", "datagen", "negatives",
+         "--input", str(path), "--out", str(tmp_path / "ranks.json"), "--rules-only", "--batch-size", "1",
+         "--no-progress"], env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    parts = sorted(p.name for p in parts_dir(tmp_path / "ranks.json").glob("rank*.jsonl"))
+    assert parts == ["rank00000.jsonl", "rank00001.jsonl"]
+    assert (tmp_path / "ranks.json").read_bytes() == single.read_bytes()
