@@ -16,12 +16,18 @@ Several GPUs (data parallel; lmms-eval shards documents by rank, rank 0 writes t
 
     accelerate launch --num_processes 8 -m fgclip_lmm.cli eval-lmm --model DIR --tasks pope_random,pope_pop,pope_adv --out runs/eval
 
+Several CPU processes (tests, no GPU): `accelerate launch --cpu --num_processes 2` starts ONE process
+(accelerate's simple launcher); use its torchrun launcher with the CPU switch instead:
+
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m fgclip_lmm.cli eval-lmm ...
+
 The plugin alone, through lmms-eval's own CLI (the `fgclip_llava` entry point):
 
-    lmms-eval --model fgclip_llava --model_args pretrained=DIR,batch_size=8,score_yes_no=true \
-        --include_path "$(python -c 'import fgclip_lmm.eval.lmms_tasks as t; print(t.TASKS_DIR)')" \
-        --tasks fgclip_pope --output_path runs/lmms --log_samples
-    accelerate launch --num_processes 8 -m lmms_eval --model fgclip_llava --model_args pretrained=DIR --tasks pope_full
+    lmms-eval --model fgclip_llava --model_args pretrained=DIR,score_yes_no=true,scores_path=runs/lmms/p_yes.jsonl \
+        --batch_size 8 --include_path "$(python -c 'import fgclip_lmm.eval.lmms_tasks as t; print(t.TASKS_DIR)')" \
+        --tasks fgclip_pope,fgclip_attr,fgclip_hallusion_bench_image --output_path runs/lmms --log_samples
+    accelerate launch --num_processes 8 -m lmms_eval --model fgclip_llava --model_args pretrained=DIR \
+        --batch_size 8 --tasks pope_random,pope_pop,pope_adv,mme --output_path runs/lmms --log_samples
 
 Outputs in `--out`: `eval_lmm.json` (report + lmms-eval results + config), `eval_lmm.md` (tables),
 `samples_<task>.jsonl` (every question, answer and score) and `yes_no_scores.jsonl` (P(yes)/P(no) per question).
@@ -101,7 +107,10 @@ def _task_dirs(args: EvalLmmArgs) -> list[Path]:
     done = built / ".complete"
     if int(os.environ.get("RANK", "0")) == 0:
         done.unlink(missing_ok=True)
-        build_tasks_from_world(args.world, built)
+        try:
+            build_tasks_from_world(args.world, built)
+        except TaskDataError as exc:
+            raise EvalInputError(str(exc)) from exc
         done.touch()
     else:  # other ranks wait for rank 0's files instead of writing the same paths concurrently
         deadline = time.monotonic() + 600
@@ -172,17 +181,18 @@ def _expand(names: list[str], task_manager: Any) -> list[str]:
     return out
 
 
-def gather_scores(model: Any) -> list[dict[str, Any]]:
-    """Every rank's P(yes)/P(no) records, one per (task, doc_id) (a collective when distributed)."""
+def gather_from_ranks(model: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every rank's P(yes)/P(no) records (one per task and doc) and summed feature-cache counters."""
     local = [{**asdict(s), "yes_prob": s.yes_prob} for s in model.yes_no_scores.values()]
+    parts = [(local, model.feature_cache.stats.as_dict())]
     if model.world_size > 1:
         import torch.distributed as dist
 
-        parts: list[Any] = [None] * model.world_size
-        dist.all_gather_object(parts, local)
-        local = [item for part in parts for item in part]
-    unique = {(r["task"], r["doc_id"]): r for r in local}  # rank padding repeats a request
-    return [unique[k] for k in sorted(unique)]
+        parts = [None] * model.world_size  # type: ignore[list-item]
+        dist.all_gather_object(parts, (local, model.feature_cache.stats.as_dict()))
+    unique = {(r["task"], r["doc_id"]): r for records, _ in parts for r in records}  # rank padding repeats requests
+    cache = {key: sum(stats[key] for _, stats in parts) for key in parts[0][1]}
+    return [unique[k] for k in sorted(unique)], cache
 
 
 def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], header: dict[str, Any],
@@ -203,8 +213,8 @@ def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], he
             f.write(json.dumps(record) + "\n")
 
 
-def run(args: EvalLmmArgs) -> dict[str, Any]:
-    """Preflight, evaluate, report; returns the report (on every rank; only rank 0 writes files)."""
+def run(args: EvalLmmArgs) -> dict[str, Any] | None:
+    """Preflight, evaluate, report; returns the report on rank 0 (which writes the files), None elsewhere."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
@@ -225,13 +235,13 @@ def run(args: EvalLmmArgs) -> dict[str, Any]:
                               bootstrap_iters=0, log_samples=True, verbosity=args.verbosity,
                               random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed)
     elapsed = time.perf_counter() - start
-    scores = gather_scores(model)
+    scores, cache = gather_from_ranks(model)
     if model.rank != 0 or results is None:
-        return {}
+        return None
     report = build_report(results, {(r["task"], r["doc_id"]): r["yes_prob"] for r in scores})
     header = {"model": args.model, "tasks": ",".join(names), "aliases": aliased or None, "limit": args.limit,
               "batch_size": args.batch_size, "world_size": model.world_size, "seconds": round(elapsed, 2),
-              "feature_cache": model.feature_cache.stats.as_dict(), "task_dirs": [str(d) for d in task_dirs]}
+              "feature_cache": cache, "task_dirs": [str(d) for d in task_dirs]}
     write_outputs(args.out, results, report, header, scores)
     return report
 
@@ -239,9 +249,10 @@ def run(args: EvalLmmArgs) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     args = parse_args(list(argv))
     try:
-        run(args)
+        report = run(args)
     except EvalInputError as exc:
         print(f"fgclip-lmm eval-lmm: error: {exc}", file=sys.stderr)
         return 2
-    print(f"eval-lmm: wrote {args.out / 'eval_lmm.md'} and {args.out / 'eval_lmm.json'}")
+    if report is not None:
+        print(f"eval-lmm: wrote {args.out / 'eval_lmm.md'} and {args.out / 'eval_lmm.json'}")
     return 0
