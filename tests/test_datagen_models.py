@@ -9,7 +9,7 @@ import torch
 
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
 from fgclip_lmm.datagen.cli import main
-from fgclip_lmm.datagen.tiny import write_tiny_llava, write_tiny_owlv2
+from fgclip_lmm.datagen.tiny import write_tiny_grounding_dino, write_tiny_llava, write_tiny_owlv2
 from test_datagen_world import synthetic_world
 
 REPLY = "A large red circle sits beside two small blue squares near the picture edge."
@@ -88,6 +88,24 @@ def test_ground_with_a_tiny_owlv2(world, tmp_path) -> None:
                  "--detector", str(detector), "--threshold", "0.5", "--no-progress"]) == 0
     assert all(r["bbox_info"] == [] for r in json.loads(strict.read_text()))
     assert _stats(strict)["counts"]["no_boxes"] == len(records)
+
+
+def test_ground_with_a_tiny_grounding_dino(world, tmp_path) -> None:
+    records = json.loads(world.finehard.read_text())[:3]
+    detector = write_tiny_grounding_dino(tmp_path / "gdino", [r["caption"] for r in records])
+    inputs = tmp_path / "in.json"
+    inputs.write_text(json.dumps(records))
+    out = tmp_path / "grounded.json"
+    assert main(["ground", "--input", str(inputs), "--images", str(world.image_root), "--out", str(out),
+                 "--detector", str(detector), "--no-progress"]) == 0
+    grounded = json.loads(out.read_text())
+    assert len(grounded) == 3 and all(record["bbox_info"] for record in grounded)
+    for record in grounded:
+        for box in record["bbox_info"]:
+            x1, y1, x2, y2, score = box["bbox"]
+            assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 and score > 0.4
+            assert box["short_expr"] in record["caption"].lower()
+    assert len(FineHardDataset(FineHardConfig(data_path=str(out), image_root=str(world.image_root)))) == 3
 
 
 def test_ground_with_llm_phrases_falls_back_to_the_chunker(world, tmp_path, llama) -> None:

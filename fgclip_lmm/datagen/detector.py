@@ -107,7 +107,9 @@ class OpenVocabDetector:
             outputs = self.model(**inputs.to(self.device).to(self.model.dtype))
             results = self.processor.post_process_grounded_object_detection(
                 outputs, inputs["input_ids"], threshold=0.0, text_threshold=self.text_threshold, target_sizes=sizes)
-            labels = [torch.tensor([match_label(t, qs) for t in r["text_labels"]], dtype=torch.long)
+            special = set(self.processor.tokenizer.all_special_tokens)
+            labels = [torch.tensor([match_label(" ".join(w for w in t.split() if w not in special), qs)
+                                    for t in r["text_labels"]], dtype=torch.long)
                       for r, qs in zip(results, queries)]
         out = []
         for (h, w), result, label in zip(sizes, results, labels):

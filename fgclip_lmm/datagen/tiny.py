@@ -11,6 +11,8 @@ smoke runs. Each is saved with `save_pretrained` and loads through the same Auto
   (every patch predicts its own prior box) and whose class head gives every (patch, query) a score within 0.005 of
   `score`, the best query varying per patch. So `score` above or below the 0.4 threshold decides whether boxes
   survive.
+* `write_tiny_grounding_dino(out, texts)`: a random Grounding DINO (tiny Swin backbone, one-layer BERT with a
+  word-level vocabulary of `texts`) + processor.
 """
 from __future__ import annotations
 
@@ -124,4 +126,37 @@ def write_tiny_owlv2(out: str | Path, texts: Sequence[str], score: float = 0.9, 
     processor = Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": image_size, "width": image_size}),
                                tokenizer=tokenizer)
     processor.save_pretrained(out)
+    return out
+
+
+def write_tiny_grounding_dino(out: str | Path, texts: Sequence[str], seed: int = 0) -> Path:
+    """A random `GroundingDinoForObjectDetection` (tiny Swin + BERT) with a word-level BERT vocabulary of `texts`."""
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    from fgclip_lmm.datagen.lexicon import tokenize
+
+    out = Path(out)
+    words = sorted({w.lower() for text in texts for w in tokenize(text)})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tokenizer = BertTokenizerFast(vocab=vocab)
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=4, image_size=64,
+                                   out_features=["stage1", "stage2"]),
+        text_config=BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_feature_levels=2, encoder_n_points=2,
+        decoder_n_points=2, max_text_len=32, use_timm_backbone=False)
+    torch.manual_seed(seed)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(out)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 64})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
     return out
