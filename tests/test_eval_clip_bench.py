@@ -338,7 +338,9 @@ def broken_copy(world: Path, tmp_path: Path) -> Path:
         shutil.copy(world / "val2017" / f"{i}.png", tmp_path / "val2017")
     (tmp_path / "val2017" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     shutil.copy(world / "fgovd" / "1_attributes_llava.jsonl", tmp_path)
-    return tmp_path / "1_attributes_llava.jsonl"
+    row = {"img_path": "val2017/2.png", "bbox": [1, 1, 5, 5], "pos_expression": ["a cup"], "neg_expression": ["a cat"]}
+    (tmp_path / "2_attributes_llava.jsonl").write_text(json.dumps(row) + "\n")  # a split whose only image is corrupt
+    return tmp_path
 
 
 def test_unloadable_and_missing_images_error_or_counted_skip(world, tmp_path, capsys, monkeypatch):
@@ -354,6 +356,8 @@ def test_unloadable_and_missing_images_error_or_counted_skip(world, tmp_path, ca
     got = cli(world, tmp_path / "o", "fgovd", data, "--on-bad-record", "skip")
     assert got["skipped"]["by_reason"] == {"missing_image": 1, "corrupt_image": 1}
     assert got["results"]["hard"]["n"] == 5 and got["results"]["hard"]["skipped"] == 2  # rows 2 and 5
+    assert got["results"]["medium"] == {"n": 0, "skipped": 1, "top1": None, "mean_p_pos": None, "mean_negatives": None}
+    assert got["results"]["mean"]["top1"] == got["results"]["hard"]["top1"]  # only splits with rows count
     assert "**Skipped 2 bad records (corrupt_image: 1, missing_image: 1)" in (tmp_path / "o" / "fgovd.md").read_text()
 
 

@@ -192,10 +192,21 @@ def to_markdown(result: BenchResult, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _json_safe(value):
+    """NaN (a metric over zero samples) becomes null so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_outputs(result: BenchResult, meta: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{result.bench}.json", out / f"{result.bench}.md"
-    json_path.write_text(json.dumps(meta, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(to_markdown(result, meta), encoding="utf-8")
     return json_path, md_path
 

@@ -47,12 +47,10 @@ class EncoderSettings:
 
 @dataclass
 class EncodeStats:
-    """What the report states about the inputs: distinct texts, truncations, skipped images."""
+    """What the report states about the texts (skipped records are counted by the bad-record policy)."""
 
     unique_texts: dict[str, int] = field(default_factory=dict)
     truncated_texts: dict[str, int] = field(default_factory=dict)
-    skipped_images: int = 0
-    skipped_boxes: int = 0
 
 
 def _is_local(name: str) -> bool:
@@ -186,7 +184,6 @@ class ClipEncoder:
                         continue
                     self.policy.reject(BadReason.CORRUPT_IMAGE, str(paths[index]), None, None,
                                        f"cannot load image ({error}); used by {records[index]}")
-                    self.stats.skipped_images += 1
                 bar.update(len(items))
                 if good:
                     yield (torch.tensor([g[0] for g in good]), torch.stack([g[1] for g in good]),
@@ -236,7 +233,6 @@ class ClipEncoder:
             for bad in boxes[~area_ok].tolist():  # only boxes whose frame came from the decoded image can fail here
                 self.policy.reject(BadReason.BOX_OUT_OF_RANGE, table.records[bad], None, "bbox",
                                    f"{table.boxes_xywh[bad]} lies outside its decoded image")
-                self.stats.skipped_boxes += 1
             boxes, rows, xyxy = boxes[area_ok], rows[area_ok], xyxy[area_ok]
             if not len(boxes):
                 continue
