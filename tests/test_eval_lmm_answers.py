@@ -43,6 +43,8 @@ def test_strict_mode_and_empty_answer() -> None:
     assert parse_yes_no("Yes, there is", strict=True) == "yes"
     assert parse_yes_no("no", strict=True) == "no"
     assert normalize_answer("   ") == ""
+    assert normalize_answer("There is a dog.", strict=True) == "There is a dog."
+    assert normalize_answer("Yes, there is", strict=True) == "yes"
 
 
 def test_yes_no_doc_detection() -> None:

@@ -75,6 +75,7 @@ class EvalLmmArgs:
     device: str | None = None
     dtype: str = "auto"
     calibration: bool = True
+    yes_no_rule: str = "llava"
     seed: int = 0
     verbosity: str = "WARNING"
 
@@ -90,12 +91,14 @@ def parse_args(argv: list[str]) -> EvalLmmArgs:
     p.add_argument("--device", default=None, help="cuda, cuda:0, cpu (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.add_argument("--no-calibration", dest="calibration", action="store_false", help="skip P(yes) scoring")
+    p.add_argument("--yes-no-rule", default="llava", choices=["llava", "strict"],
+                   help="llava: no/not in the first sentence = no, else yes; strict: neither = unparsed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbosity", default="WARNING", help="lmms-eval log level")
     a = p.parse_args(argv)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     return EvalLmmArgs(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
-                       a.seed, a.verbosity)
+                       a.yes_no_rule, a.seed, a.verbosity)
 
 
 def _task_dirs(args: EvalLmmArgs) -> list[Path]:
@@ -229,7 +232,7 @@ def run(args: EvalLmmArgs) -> dict[str, Any] | None:
                                include_defaults=not only_local, model_name="fgclip_llava")
     names, aliased = preflight(args, task_manager, task_dirs)
     model = FGClipLlava(pretrained=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                        score_yes_no=args.calibration)
+                        score_yes_no=args.calibration, yes_no_rule=args.yes_no_rule)
     start = time.perf_counter()
     results = simple_evaluate(model=model, tasks=names, task_manager=task_manager, limit=args.limit,
                               bootstrap_iters=0, log_samples=True, verbosity=args.verbosity,
@@ -240,7 +243,7 @@ def run(args: EvalLmmArgs) -> dict[str, Any] | None:
         return None
     report = build_report(results, {(r["task"], r["doc_id"]): r["yes_prob"] for r in scores})
     header = {"model": args.model, "tasks": ",".join(names), "aliases": aliased or None, "limit": args.limit,
-              "batch_size": args.batch_size, "world_size": model.world_size, "seconds": round(elapsed, 2),
+              "batch_size": args.batch_size, "yes_no_rule": args.yes_no_rule, "world_size": model.world_size, "seconds": round(elapsed, 2),
               "feature_cache": cache, "task_dirs": [str(d) for d in task_dirs]}
     write_outputs(args.out, results, report, header, scores)
     return report

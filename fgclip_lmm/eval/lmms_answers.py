@@ -42,11 +42,16 @@ def parse_yes_no(text: str, strict: bool = False) -> str | None:
     return YES
 
 
-def normalize_answer(text: str) -> str:
-    """The bare "yes"/"no" that exact-match tasks expect (LLaVA rule); an empty answer stays empty."""
+def normalize_answer(text: str, strict: bool = False) -> str:
+    """The bare "yes"/"no" that exact-match tasks expect (LLaVA rule); an empty answer stays empty.
+
+    With `strict=True` an answer with neither yes nor no/not is returned unchanged (stripped), so exact-match
+    scoring counts it wrong and POPE counts it as neither a yes nor a no.
+    """
     if not text.strip():
         return ""
-    return parse_yes_no(text) or ""
+    parsed = parse_yes_no(text, strict=strict)
+    return parsed if parsed is not None else text.strip()
 
 
 def is_yes_no_doc(doc: Mapping[str, Any] | None) -> bool:

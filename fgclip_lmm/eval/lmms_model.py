@@ -7,14 +7,15 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 * `max_new_tokens`, `temperature` (>0 samples) and `until` honoured;
 * vision features computed once per distinct image per run (`FeatureCache`, requests ordered by image) and
   spliced into the token embeddings, so POPE's ~18 questions per image cost one tower pass;
-* yes/no answers normalised with LLaVA's rule for yes/no documents (`normalize_yes_no=auto|true|false`);
+* yes/no answers normalised with LLaVA's rule for yes/no documents (`normalize_yes_no=auto|true|false`;
+  `yes_no_rule=strict` keeps answers with neither yes nor no/not as they are instead of LLaVA's "yes");
 * `score_yes_no=true`: P(yes)/P(no) from the first generated step's logits, kept per request in
   `self.yes_no_scores` and, with `scores_path=FILE`, appended as JSON lines (one file per rank);
 * `loglikelihood` usable directly (returns lmms-eval's convention: the continuation's summed NLL, and whether it
   is the greedy continuation; `loglikelihood_returns=logprob` flips the sign);
 * accelerate data parallelism like the built-ins: `self._rank`/`self._world_size` from `Accelerator()`.
 
-Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_tasks
+Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns.
 """
@@ -88,8 +89,9 @@ class FGClipLlava(lmms):
     is_simple = True
 
     def __init__(self, pretrained: str, device: str | None = None, dtype: str = "auto", batch_size: int | str = 1,
-                 max_new_tokens: int = 128, normalize_yes_no: bool | str = "auto", yes_no_tasks: str | None = None,
-                 score_yes_no: bool = False, scores_path: str | None = None, feature_cache_size: int = 1024,
+                 max_new_tokens: int = 128, normalize_yes_no: bool | str = "auto", yes_no_rule: str = "llava",
+                 yes_no_tasks: str | None = None, score_yes_no: bool = False, scores_path: str | None = None,
+                 feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
                  loglikelihood_returns: str = "nll", max_batch_size: int | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -97,6 +99,8 @@ class FGClipLlava(lmms):
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
         if str(normalize_yes_no).lower() not in {"auto", "true", "false"}:
             raise ValueError(f"normalize_yes_no must be auto, true or false, got {normalize_yes_no!r}")
+        if yes_no_rule not in {"llava", "strict"}:
+            raise ValueError(f"yes_no_rule must be llava or strict, got {yes_no_rule!r}")
         if loglikelihood_returns not in {"nll", "logprob"}:
             raise ValueError(f"loglikelihood_returns must be nll or logprob, got {loglikelihood_returns!r}")
         check_checkpoint(str(pretrained))
@@ -127,6 +131,7 @@ class FGClipLlava(lmms):
         self.batch_size_per_gpu = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens)
         self.normalize_yes_no = str(normalize_yes_no).lower()
+        self.strict_yes_no = yes_no_rule == "strict"
         self.yes_no_tasks = tuple(yes_no_tasks.split("+")) if yes_no_tasks else DEFAULT_YES_NO_TASKS
         self.score_yes_no = bool(score_yes_no)
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer) if self.score_yes_no else ([], [])
@@ -283,7 +288,7 @@ class FGClipLlava(lmms):
             probs = self._first_step_probs(out.logits[0], settings.num_beams) if self.score_yes_no else None
             for row, req in enumerate(batch):
                 raw = settings.truncate(texts[row]).strip()
-                answer = normalize_answer(raw) if req.yes_no else raw
+                answer = normalize_answer(raw, strict=self.strict_yes_no) if req.yes_no else raw
                 n_out = int((sequences[row] != self.tokenizer.pad_token_id).sum())
                 results[req.index] = GenerationResult(
                     answer, TokenCounts(input_tokens=int(mask[row].sum()), output_tokens=n_out)

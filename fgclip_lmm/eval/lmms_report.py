@@ -131,15 +131,17 @@ def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in header.items() if k != "model"] + [""]
     for family, block in report["pope"].items():
         lines += [f"## POPE ({family}): F1 per split and their mean (LLaVA protocol)", "",
-                  "| split | n | accuracy | precision | recall | F1 | model yes-rate | GT yes-rate | AUROC P(yes) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| split | n | accuracy | precision | recall | F1 | model yes-rate | GT yes-rate | unparsed | AUROC P(yes) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for task, m in block["splits"].items():
             lines.append(f"| {task} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} "
-                         f"| {_fmt(m['f1'])} | {_fmt(m['yes_rate'])} | {_fmt(m['gt_yes_rate'])} | {_fmt(m['auroc_p_yes'])} |")
+                         f"| {_fmt(m['f1'])} | {_fmt(m['yes_rate'])} | {_fmt(m['gt_yes_rate'])} "
+                         f"| {_fmt(m['unparsed_rate'])} | {_fmt(m['auroc_p_yes'])} |")
         p = block["pooled"]
-        lines.append(f"| **mean F1 over splits** | | | | | **{_fmt(block['mean_f1'])}** | | | |")
+        lines.append(f"| **mean F1 over splits** | | | | | **{_fmt(block['mean_f1'])}** | | | | |")
         lines.append(f"| pooled (all questions) | {p['n']} | {_fmt(p['accuracy'])} | {_fmt(p['precision'])} "
-                     f"| {_fmt(p['recall'])} | {_fmt(p['f1'])} | {_fmt(p['yes_rate'])} | {_fmt(p['gt_yes_rate'])} | |")
+                     f"| {_fmt(p['recall'])} | {_fmt(p['f1'])} | {_fmt(p['yes_rate'])} | {_fmt(p['gt_yes_rate'])} "
+                     f"| {_fmt(p['unparsed_rate'])} | |")
         lines.append("")
     if report["pairs"]:
         lines += ["## Yes/no pairs (MME style): per attribute / category", "",
