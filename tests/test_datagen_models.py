@@ -44,7 +44,7 @@ def test_recaption_with_a_tiny_llava_export(world, tmp_path) -> None:
     out = tmp_path / "cap.json"
     assert main(["recaption", "--images", str(world.images), "--out", str(out), "--model", str(model),
                  "--min-words", "8", "--max-new-tokens", "24", "--short-max-new-tokens", "24", "--batch-size", "4",
-                 "--no-progress"]) == 0
+                 "--dtype", "bfloat16", "--no-progress"]) == 0  # pixel values follow the model dtype
     records = json.loads(out.read_text())
     assert len(records) == world.num_images
     assert {(r["caption"], r["short_caption"]) for r in records} == {(REPLY, REPLY)}
@@ -131,7 +131,7 @@ def test_negatives_with_a_tiny_llama_replace_its_garbage(world, tmp_path, llama)
     grounded.write_text(json.dumps(records))
     out = tmp_path / "final.json"
     assert main(["negatives", "--input", str(grounded), "--out", str(out), "--model", str(llama),
-                 "--max-new-tokens", "16", "--no-progress"]) == 0
+                 "--max-new-tokens", "16", "--device", "auto", "--no-progress"]) == 0
     final = json.loads(out.read_text())
     counts = _stats(out)["counts"]
     assert counts["boxes_full"] == 3 and counts["box_short:too_few"] == 3  # "open door" has one lexicon swap

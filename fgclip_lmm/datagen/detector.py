@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import nms
 
-from fgclip_lmm.datagen.hf_models import parse_dtype, pick_device
+from fgclip_lmm.datagen.hf_models import load_model
 from fgclip_lmm.datagen.lexicon import tokenize
 
 OWL_TYPES = ("owlv2", "owlvit")
@@ -82,10 +82,8 @@ class OpenVocabDetector:
     def __init__(self, model_id: str, device: str | None = None, dtype: str = "auto", text_threshold: float = 0.25):
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        self.device = pick_device(device)
         self.processor = AutoProcessor.from_pretrained(model_id)
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(model_id, dtype=parse_dtype(dtype))
-        self.model.to(self.device).eval()
+        self.model, self.device = load_model(AutoModelForZeroShotObjectDetection, model_id, device, dtype)
         self.kind = self.model.config.model_type
         if self.kind not in OWL_TYPES + GDINO_TYPES:
             raise ValueError(f"{model_id}: model type {self.kind!r} is not supported; use OWLv2 / OWL-ViT "

@@ -7,7 +7,7 @@
 
 Both pad on the left (decoder-only generation), decode only the new tokens, seed sampling per call, and never
 pass `trust_remote_code`. The device defaults to `cuda:$LOCAL_RANK` when CUDA is available (one GPU per rank
-under torchrun / accelerate), else the CPU.
+under torchrun / accelerate), else the CPU; `auto` spreads one model over all visible GPUs (`device_map="auto"`).
 """
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def parse_dtype(name: str):
     return DTYPES[name]
 
 
+def load_model(auto_class, model_id: str, device: str | None, dtype: str):
+    """(model in eval mode, input device). `device="auto"` spreads the model over every visible GPU with
+    accelerate's `device_map="auto"` (for checkpoints larger than one GPU; run one process per model copy)."""
+    if device == "auto":
+        model = auto_class.from_pretrained(model_id, dtype=parse_dtype(dtype), device_map="auto")
+        return model.eval(), model.device
+    target = pick_device(device)
+    return auto_class.from_pretrained(model_id, dtype=parse_dtype(dtype)).to(target).eval(), target
+
+
 def _generate(model, inputs, options: GenerationOptions, pad_token_id: int | None) -> torch.Tensor:
     kwargs = {"max_new_tokens": options.max_new_tokens, "do_sample": options.do_sample, "pad_token_id": pad_token_id}
     if options.do_sample:
@@ -67,13 +77,11 @@ class ImageTextGenerator:
     def __init__(self, model_id: str, device: str | None = None, dtype: str = "auto"):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.device = pick_device(device)
         self.processor = AutoProcessor.from_pretrained(model_id)
         if getattr(self.processor, "chat_template", None) is None:
             raise ValueError(f"{model_id}: the processor has no chat template; recaption needs one to build prompts")
         _left_padded(self.processor.tokenizer)
-        self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=parse_dtype(dtype)).to(self.device)
-        self.model.eval()
+        self.model, self.device = load_model(AutoModelForImageTextToText, model_id, device, dtype)
 
     def __call__(self, images: list, prompt: str, options: GenerationOptions) -> list[str]:
         conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
@@ -92,13 +100,11 @@ class ChatGenerator:
     def __init__(self, model_id: str, device: str | None = None, dtype: str = "auto"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = pick_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         if self.tokenizer.chat_template is None:
             raise ValueError(f"{model_id}: the tokenizer has no chat template; use an instruction-tuned model")
         _left_padded(self.tokenizer)
-        self.model = AutoModelForCausalLM.from_pretrained(model_id, dtype=parse_dtype(dtype)).to(self.device)
-        self.model.eval()
+        self.model, self.device = load_model(AutoModelForCausalLM, model_id, device, dtype)
 
     def __call__(self, prompts: list[str], options: GenerationOptions, system: str | None = None) -> list[str]:
         head = [{"role": "system", "content": system}] if system else []
