@@ -128,3 +128,50 @@ def test_real_task_names_pass_through(tiny_export: Path, tmp_path: Path) -> None
     with pytest.raises(EvalInputError, match="Did you mean: pope_adv"):
         preflight(parse_args(["--model", str(tiny_export), "--tasks", "pope_advv", "--out", str(tmp_path)]),
                   manager, [lmms_tasks.SYNTHETIC_DIR])
+
+
+MME_YAML = """dataset_path: parquet
+dataset_kwargs:
+  data_files:
+    test: data/mme.parquet
+task: fgclip_test_mme
+test_split: test
+output_type: generate_until
+doc_to_visual: !function lmms_eval.tasks.mme.utils.mme_doc_to_visual
+doc_to_text: !function lmms_eval.tasks.mme.utils.mme_doc_to_text
+doc_to_target: answer
+generation_kwargs: {max_new_tokens: 4, temperature: 0, do_sample: false}
+process_results: !function lmms_eval.tasks.mme.utils.mme_process_results
+metric_list:
+  - {metric: mme_perception_score, aggregation: !function lmms_eval.tasks.mme.utils.mme_aggregate_results, higher_is_better: true}
+lmms_eval_specific_kwargs:
+  default: {pre_prompt: "", post_prompt: "\\nAnswer the question using a single word or phrase."}
+"""
+
+
+def test_report_on_lmms_eval_mme_scoring_matches_its_score(tiny_export: Path, tmp_path: Path) -> None:
+    """A task scored by lmms-eval's own MME functions: per-category entries whose scores sum to MME's."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    from fgclip_lmm.eval.lmms_model import FGClipLlava
+    from fgclip_lmm.eval.lmms_report import build_report
+
+    write_parquet(attr_rows("color") + attr_rows("count"), ATTR_FEATURES, tmp_path / "data" / "mme.parquet")
+    (tmp_path / "fgclip_test_mme.yaml").write_text(MME_YAML)
+    lm = FGClipLlava(pretrained=str(tiny_export), device="cpu", batch_size=4)
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False, verbosity="ERROR")
+    results = simple_evaluate(model=lm, tasks=["fgclip_test_mme"], task_manager=manager, bootstrap_iters=0,
+                              log_samples=True, verbosity="ERROR")
+    entries = build_report(results, {})["pairs"]["fgclip_test_mme"]
+    assert sorted(entries) == ["color", "count"] and all(e["n_pairs"] == 3 for e in entries.values())
+    mme_score = results["results"]["fgclip_test_mme"]["mme_perception_score,none"]
+    assert mme_score > 0 and sum(e["score"] for e in entries.values()) == pytest.approx(mme_score)
+
+
+def test_packaged_hallusion_task_uses_the_rule_based_aggregators() -> None:
+    from lmms_eval.utils import load_yaml_config
+
+    config = load_yaml_config(str(lmms_tasks.HUB_DIR / "fgclip_hallusion_bench_image.yaml"), mode="full")
+    names = {m["metric"]: m["aggregation"].__name__ for m in config["metric_list"]}
+    assert names == {k: f"hb_aggregation_result_{k}_intern" for k in ("aAcc", "qAcc", "fAcc")}
+    assert config["dataset_path"] == "lmms-lab-encoder/HallusionBench" and "token" not in config.get("dataset_kwargs", {})
