@@ -92,6 +92,26 @@ def test_recaption_retries_rejects_and_writes_readable_records(world, tmp_path) 
     assert len(dataset) == n - 1 and dataset[0]["long_caption"].startswith("The image shows")
 
 
+def test_recaption_from_records_keeps_their_short_captions(world, tmp_path) -> None:
+    names = sorted(p.relative_to(world.images).as_posix() for p in world.images.rglob("*.png"))[1:4]
+    rows = [{"f_path": names[0], "short_caption": "a red circle"}, {"f_path": names[1], "short_caption": " "},
+            {"f_path": names[2], "short_caption": "two blue squares"}, {"short_caption": "no image"}]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = _recaption(world, tmp_path / "cap.json", FakeCaptioner(world.images), input=str(tmp_path / "in.jsonl"),
+                        short_source="input", short_min_words=2)
+    assert result.stats["rejected"] == {"short:input_empty": 1, "input:missing_field": 1}
+    records = json.loads((tmp_path / "cap.json").read_text())
+    assert [(r["f_path"], r["short_caption"]) for r in records] == [(names[0], "a red circle"),
+                                                                   (names[2], "two blue squares")]
+
+
+def test_negatives_prompt_placeholders_are_checked() -> None:
+    with pytest.raises(ValueError, match="must contain"):
+        NegativesConfig(input="x", out="y", rules_only=True, prompt="no placeholder")
+    with pytest.raises(ValueError, match="bad placeholder"):
+        NegativesConfig(input="x", out="y", rules_only=True, prompt="{phrase} as {json}")
+
+
 def test_interrupted_rerun_skips_finished_items_and_gives_the_same_file(world, tmp_path) -> None:
     _recaption(world, tmp_path / "a.json", FakeCaptioner(world.images))
     crashing = FakeCaptioner(world.images, fail_after=10)

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--images", default=None, help="image root; when given, missing images are rejected")
     chk.add_argument("--num-negatives", type=int, default=10)
     chk.add_argument("--max-anns", type=int, default=4)
+    chk.add_argument("--short-caption-prefix", default="a photo of ", help="prepended to short captions, as in training")
     chk.add_argument("--out", default=None, help="also write the report as JSON")
     chk.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
 
@@ -150,7 +151,8 @@ def main(argv: list[str]) -> int:
             from fgclip_lmm.datagen.check import CheckConfig, check, format_report
 
             report = check(CheckConfig(data=args.data, tokenizer=args.tokenizer, image_root=args.images,
-                                       num_negatives=args.num_negatives, max_anns=args.max_anns, out=args.out))
+                                       num_negatives=args.num_negatives, max_anns=args.max_anns,
+                                       short_caption_prefix=args.short_caption_prefix, out=args.out))
             print(json.dumps(report, indent=2) if args.json else format_report(report))
             return 0
         if args.step == "merge":

@@ -66,6 +66,11 @@ class NegativesConfig:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
         if "{phrase}" not in self.prompt:
             raise ValueError("the negatives prompt must contain {phrase} (and may use {k} and {noun})")
+        try:
+            self.prompt.format(k=1, noun="n", phrase="p")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"negatives prompt: bad placeholder {error}; only {{phrase}}, {{k}} and {{noun}} "
+                             "are filled (write literal braces as {{ and }})") from None
         if not self.rules_only and not self.model:
             raise ValueError("negatives needs --model (a chat LLM) or --rules-only")
 
