@@ -6,6 +6,7 @@ the vocabulary is a few hundred tokens, not 32k: the LM head is the one part sma
 | shape  | hidden | layers | heads / kv heads | MLP  | what it stands for |
 |--------|--------|--------|------------------|------|--------------------|
 | `tiny` | 64     | 2      | 4 / 2            | 128  | CPU plumbing runs |
+| `small`| 256    | 2      | 4 / 2            | 688  | CPU training runs where compute, not Python overhead, must dominate |
 | `1b`   | 2048   | 22     | 32 / 4           | 5632 | TinyLlama-1.1B's shape: a realistic LLM that random-initialises in seconds on a GPU (a 7B is too big to build randomly inside the GPU budget) |
 
 `build_export` goes through the project's own path: `presets.write_clip_checkpoint` (tower) + `write_llm`, then
@@ -25,6 +26,8 @@ from fgclip_lmm.data.tokenizers import train_llm_tokenizer
 LLM_SHAPES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128),
+    "small": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=688),
     "1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
                intermediate_size=5632),
 }
