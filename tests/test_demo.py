@@ -33,4 +33,4 @@ def test_tiny_demo_report(tmp_path):
     # a rerun verifies the completed stages and skips them
     rerun = subprocess.run([sys.executable, "-m", "fgclip_lmm.cli", "demo", "--tiny", "--out", str(out)], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0 and rerun.stderr.count("outputs verified - skipped") == len(stages)
+    assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count("outputs verified - skipped") == len(stages)
