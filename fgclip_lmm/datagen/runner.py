@@ -147,24 +147,33 @@ def _check_meta(parts: Path, step: str, settings: dict, items: Sequence[WorkItem
     atomic_write_json(path, meta, indent=2)
 
 
-def read_progress(parts: Path, items: Sequence[WorkItem] | None = None) -> dict[int, dict]:
-    """index -> progress line over every part file; torn (unparseable) lines are ignored, mismatches raise."""
-    done: dict[int, dict] = {}
-    for part in sorted(parts.glob("rank*.jsonl")):
-        for number, line in enumerate(part.read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # an append cut short by a crash: the item is simply not done
-            index = entry.get("index")
-            if not isinstance(index, int) or entry.get("status") not in ("ok", "rejected"):
-                raise ValueError(f"{part} line {number}: not a progress entry (needs index and status)")
-            if items is not None:
-                if not 0 <= index < len(items) or items[index].f_path != entry.get("f_path"):
+Location = tuple[int, int, int]  # (part file number, byte offset, byte length) of an item's progress line
+
+
+def scan_progress(parts: Path, items: Sequence[WorkItem] | None = None) -> tuple[list[Path], dict[int, Location]]:
+    """Where each finished item's line is, over every part file (only offsets are kept, so memory stays small).
+
+    Torn (unparseable) lines are ignored; a line naming an item that is not in `items` raises.
+    """
+    files = sorted(parts.glob("rank*.jsonl"))
+    where: dict[int, Location] = {}
+    for number_of_file, part in enumerate(files):
+        offset = 0
+        with open(part, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                start, offset = offset, offset + len(raw)
+                try:
+                    entry = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # an append cut short by a crash: the item is simply not done
+                index = entry.get("index") if isinstance(entry, dict) else None
+                if not isinstance(index, int) or entry.get("status") not in ("ok", "rejected"):
+                    raise ValueError(f"{part} line {number}: not a progress entry (needs index and status)")
+                if items is not None and (not 0 <= index < len(items) or items[index].f_path != entry.get("f_path")):
                     raise ValueError(f"{part} line {number}: item {index} is {entry.get('f_path')!r} in the progress "
                                      "but not in this input; use a new --out or --overwrite")
-            done[index] = entry
-    return done
+                where[index] = (number_of_file, start, len(raw))
+    return files, where
 
 
 def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: RunConfig, settings: dict,
@@ -183,7 +192,7 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     _check_meta(parts, step, settings, items)
-    done = read_progress(parts, items)
+    _, done = scan_progress(parts, items)
     mine = [item for item in items if item.index % shard.world_size == shard.rank]
     todo = [item for item in mine if item.index not in done]
     start = time.perf_counter()
@@ -204,7 +213,7 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
             os.fsync(handle.fileno())
             bar.update(len(batch))
     seconds = time.perf_counter() - start
-    if len(read_progress(parts)) < len(items):
+    if len(scan_progress(parts)[1]) < len(items):
         return RunResult(len(todo), seconds, False, None)
     return RunResult(len(todo), seconds, True, merge(config.out))
 
@@ -232,27 +241,47 @@ def _run_batch(step: str, batch: list[WorkItem], batch_fn: BatchFn) -> list[Outc
 
 
 def merge(out: str | os.PathLike) -> dict:
-    """Write OUT.json (ok records in input order) and OUT.stats.json from every rank's progress; returns the stats."""
+    """Write OUT.json (ok records in input order) and OUT.stats.json from every rank's progress; returns the stats.
+
+    Records are streamed from the part files one at a time, so memory does not grow with the records' size.
+    """
     parts = parts_dir(out)
     meta_path = parts / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: no progress for {out} (run a datagen step with --out {out} first)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    done = read_progress(parts)
-    missing = [i for i in range(meta["num_items"]) if i not in done]
+    files, where = scan_progress(parts)
+    missing = [i for i in range(meta["num_items"]) if i not in where]
     if missing:
         raise RuntimeError(f"{out}: {len(missing)} of {meta['num_items']} items unfinished (first: {missing[:5]}); "
                            "rerun the step (any number of ranks) to finish them")
-    entries = [done[i] for i in range(meta["num_items"])]
     counts: Counter = Counter()
-    for entry in entries:
-        counts.update(entry.get("counts") or {})
-    stats = {
-        "step": meta["step"], "items": len(entries),
-        "ok": sum(e["status"] == "ok" for e in entries),
-        "rejected": dict(sorted(Counter(e["reason"] for e in entries if e["status"] == "rejected").items())),
-        "counts": dict(sorted(counts.items())), "settings": meta["settings"],
-    }
-    atomic_write_json(Path(out), [e["record"] for e in entries if e["status"] == "ok"])
+    rejected: Counter = Counter()
+    ok = 0
+    path = Path(out)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    handles = [open(f, "rb") for f in files]
+    try:
+        with open(tmp, "w", encoding="utf-8") as sink:
+            sink.write("[")
+            for index in range(meta["num_items"]):
+                number, offset, length = where[index]
+                handles[number].seek(offset)
+                entry = json.loads(handles[number].read(length))
+                counts.update(entry.get("counts") or {})
+                if entry["status"] == "ok":
+                    sink.write((", " if ok else "") + json.dumps(entry["record"], ensure_ascii=False))
+                    ok += 1
+                else:
+                    rejected[entry["reason"]] += 1
+            sink.write("]")
+            sink.flush()
+            os.fsync(sink.fileno())
+    finally:
+        for handle in handles:
+            handle.close()
+    os.replace(tmp, path)
+    stats = {"step": meta["step"], "items": meta["num_items"], "ok": ok, "rejected": dict(sorted(rejected.items())),
+             "counts": dict(sorted(counts.items())), "settings": meta["settings"]}
     atomic_write_json(stats_path(out), stats, indent=2)
     return stats
