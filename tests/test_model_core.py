@@ -203,3 +203,20 @@ def test_bad_text_and_checkpoint_inputs(tmp_path):
     save_file(state, str(tmp_path / "broken" / "model.safetensors"))
     with pytest.raises(ValueError, match="missing keys \\['visual_projection.weight'\\].*unexpected keys \\['extra"):
         FGCLIPModel.from_pretrained(tmp_path / "broken")
+
+
+def test_sdpa_and_gradient_checkpointing_give_the_same_gradients():
+    from test_losses import make_batch
+
+    torch.manual_seed(0)
+    model = FGCLIPModel(FGCLIPConfig.tiny())
+    assert model.config._attn_implementation == "sdpa"
+    batch = make_batch(model.config)
+    model(**batch)["loss"].backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    model(**batch)["loss"].backward()
+    for name, grad in plain.items():
+        assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-5), name

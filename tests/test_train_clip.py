@@ -106,3 +106,25 @@ def test_non_finite_loss_names_step_and_term():
         float("inf")), "temperature/logit_scale": torch.tensor(100.0)}
     with pytest.raises(FloatingPointError, match=r"step 12: loss term\(s\) \['loss', 'hard_neg'\]"):
         check_finite(terms, 12)
+
+
+def test_freeze_patterns_and_official_parameter_groups(world, tmp_path):
+    from transformers import AutoTokenizer
+
+    from fgclip_lmm.train.clip_trainer import build_model, param_groups
+
+    cfg = load_config(ClipTrainConfig, args(world, tmp_path / "x") + [
+        "--freeze", "^vision_model\\.embeddings,text_model\\.encoder\\.layers\\.0\\.", "--text_lr", "1e-5"], PRESETS)
+    model = build_model(cfg, AutoTokenizer.from_pretrained(world["tokenizer"]), resuming=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("vision_model.embeddings", "text_model.encoder.layers.0.")) for n in frozen)
+    groups = param_groups(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            no_decay = "norm" in name or "layrnorm" in name or name.endswith(".bias") or name.startswith("logit_scale")
+            assert group["weight_decay"] == (0.0 if no_decay else cfg.weight_decay), name
+            assert group["lr"] == (1e-5 if name.startswith("text_model.") else cfg.lr), name
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    assert model.logit_scale_finegraind.item() == model.logit_scale.item()  # fresh start: official reset
