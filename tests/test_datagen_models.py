@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from test_datagen_world import synthetic_world
 
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
 from fgclip_lmm.datagen.cli import main
 from fgclip_lmm.datagen.tiny import write_tiny_grounding_dino, write_tiny_llava, write_tiny_owlv2
-from test_datagen_world import synthetic_world
 
 REPLY = "A large red circle sits beside two small blue squares near the picture edge."
 

@@ -152,8 +152,8 @@ def format_report(report: dict) -> str:
     rec, boxes, negs = report["records"], report["boxes"], report["negatives"]
     lines = [f"records: {rec['read']} read, {rec['valid']} valid, {rec['rejected']} rejected",
              f"rejected (records and boxes) by reason: {report['rejected_by_reason'] or 'none'}",
-             f"boxes: {boxes['total']} ({boxes['mean_per_image']} per image; per image {boxes['per_image']}; "
-             f"{boxes['beyond_max_anns']} beyond the first {boxes['max_anns']})",
+             (f"boxes: {boxes['total']} ({boxes['mean_per_image']} per image; per image {boxes['per_image']}; "
+              f"{boxes['beyond_max_anns']} beyond the first {boxes['max_anns']})"),
              f"flag_short_neg: {negs['flag_short_neg']}; negatives per box: {negs['per_box']}"]
     for field, s in report["lengths"].items():
         if s["count"]:

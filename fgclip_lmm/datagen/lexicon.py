@@ -87,10 +87,16 @@ def _index() -> dict[str, Slot]:
 
 
 LEXICON: dict[str, Slot] = _index()
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 COUNT_ONE = "one"
 
 # Words that end a noun phrase or can never be its head.
-FUNCTION_WORDS: frozenset[str] = frozenset("""
+FUNCTION_WORDS: frozenset[str] = _word_set("""
 a an the this that these those there here it its it's they them their he she him her his we our you your i my me
 and or but nor so yet if then than as of in on at by for from to into onto over under above below behind beside
 besides between among around near next with without within along across through toward towards against upon about
@@ -101,13 +107,13 @@ showing depicts depict depicting features feature featuring contains contain con
 image picture photo photograph scene view background foreground left right top bottom center centre middle side
 corner part front back edge area another one's something nothing everything overall visible clearly slightly
 object objects thing things item items
-""".split())
-VERBS: frozenset[str] = frozenset("""
+""")
+VERBS: frozenset[str] = _word_set("""
 sits sit stands stand lies lie holds hold holding wears wear wearing rests rest resting hangs hang hanging covers
 cover covered placed positioned located surrounded filled made set lying leaning leans faces face facing points
 point pointing reads read says say walks walk walking runs run running plays play playing looks looking stares
 grows grow growing flies fly flying floats float floating rides ride riding carries carry carrying eats eat eating
-""".split())
+""")
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+|[^\sA-Za-z\d]")
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from fgclip_lmm.datagen.lexicon import LEXICON, is_noun_candidate, singularize
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+|[^\sA-Za-z\d]")
-DETERMINERS = frozenset("a an the this that these those its his her their some several many".split())
-PREPOSITIONS = frozenset("with in on of under near beside behind wearing holding made".split())
+DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "its", "his", "her", "their", "some",
+                         "several", "many"})
+PREPOSITIONS = frozenset({"with", "in", "on", "of", "under", "near", "beside", "behind", "wearing", "holding", "made"})
 MAX_NOUN_WORDS = 2
 MAX_PREP_WORDS = 5
 

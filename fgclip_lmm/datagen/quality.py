@@ -22,7 +22,8 @@ _ROLE_PREFIX = re.compile(r"^\s*(?:assistant|gpt|answer|caption|description)\s*:
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 _WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*|\d+")
 # Frequent English words excluded from the word-share test ("the" is often 8-10 % of a long caption).
-_COMMON = frozenset("a an the and of in on with is are to at its it there this".split())
+_COMMON = frozenset({"a", "an", "the", "and", "of", "in", "on", "with", "is", "are", "to", "at", "its", "it", "there",
+                     "this"})
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,8 +261,8 @@ def merge(out: str | os.PathLike) -> dict:
     ok = 0
     path = Path(out)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    handles = [open(f, "rb") for f in files]
-    try:
+    with ExitStack() as stack:
+        handles = [stack.enter_context(open(f, "rb")) for f in files]
         with open(tmp, "w", encoding="utf-8") as sink:
             sink.write("[")
             for index in range(meta["num_items"]):
@@ -277,9 +278,6 @@ def merge(out: str | os.PathLike) -> dict:
             sink.write("]")
             sink.flush()
             os.fsync(sink.fileno())
-    finally:
-        for handle in handles:
-            handle.close()
     os.replace(tmp, path)
     stats = {"step": meta["step"], "items": meta["num_items"], "ok": ok, "rejected": dict(sorted(rejected.items())),
              "counts": dict(sorted(counts.items())), "settings": meta["settings"]}

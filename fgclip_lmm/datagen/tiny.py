@@ -104,11 +104,11 @@ def write_tiny_owlv2(out: str | Path, texts: Sequence[str], score: float = 0.9, 
     out = Path(out)
     tokenizer = train_clip_tokenizer(list(texts) * 2, out, vocab_size=700, min_frequency=1)
     tokenizer.model_max_length = 16
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=image_size, patch_size=patch_size)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": image_size, "patch_size": patch_size}
     torch.manual_seed(seed)
     model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=32)).eval()
     scale = 0.005  # logits = (cosine + shift) * scale: scores within ~scale of `score`, argmax query by cosine
