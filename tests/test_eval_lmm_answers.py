@@ -1,7 +1,10 @@
 """Yes/no normalisation (LLaVA's POPE rule), yes/no document detection and answer-token discovery."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from test_eval_lmm_support import make_tiny_export
 from transformers import AutoTokenizer
 
 from fgclip_lmm.eval.lmms_answers import (
@@ -12,7 +15,6 @@ from fgclip_lmm.eval.lmms_answers import (
     yes_no_token_ids,
 )
 from fgclip_lmm.eval.lmms_requests import GenerationSettings, build_prompt, expand_image_tokens
-from test_eval_lmm_support import tiny_export  # noqa: F401  (module fixture)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,12 @@ from test_eval_lmm_support import tiny_export  # noqa: F401  (module fixture)
 def test_llava_rule(text: str, expected: str) -> None:
     assert parse_yes_no(text) == expected
     assert normalize_answer(text) == expected
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_export(tmp_path_factory)
+
 
 
 def test_strict_mode_and_empty_answer() -> None:

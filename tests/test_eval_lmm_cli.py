@@ -8,15 +8,21 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from lmms_eval.tasks import TaskManager
+from PIL import Image
+from test_eval_lmm_support import attr_rows, make_tiny_export, pope_rows
 
 from fgclip_lmm.eval import lmms_tasks
 from fgclip_lmm.eval.eval_lmm import EvalInputError, main, parse_args, preflight
 from fgclip_lmm.eval.lmms_features import image_key
 from fgclip_lmm.eval.lmms_task_files import ATTR_FEATURES, ATTRIBUTES, POPE_FEATURES, POPE_SPLITS, write_parquet
-from PIL import Image
-from test_eval_lmm_support import attr_rows, pope_rows, tiny_export  # noqa: F401  (module fixture)
 
 LMMS_TASKS = Path(__import__("lmms_eval").__file__).parent / "tasks"
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_export(tmp_path_factory)
+
 
 
 def _distinct_images(task_dir: Path, tasks: list[str], limit: int) -> int:

@@ -13,13 +13,19 @@ from pathlib import Path
 import pytest
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
+from test_eval_lmm_support import SUBPROCESS_ENV, make_tiny_export
 
 from fgclip_lmm.eval.lmms_model import FGClipLlava
 from fgclip_lmm.eval.lmms_tasks import SYNTHETIC_DIR
-from test_eval_lmm_support import SUBPROCESS_ENV, tiny_export  # noqa: F401  (module fixture)
 
 TASKS = ["fgclip_pope_random", "fgclip_attr_color"]
 LIMIT = 10
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_export(tmp_path_factory)
+
 
 
 def test_two_process_lmms_eval_cli_shards_like_builtin_models(tiny_export: Path, tmp_path: Path) -> None:
@@ -31,7 +37,7 @@ def test_two_process_lmms_eval_cli_shards_like_builtin_models(tiny_export: Path,
            "--batch_size", "4", "--tasks", ",".join(TASKS), "--include_path", str(SYNTHETIC_DIR),
            "--limit", str(LIMIT), "--output_path", str(out), "--log_samples", "--verbosity", "WARNING"]
     env = {**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "true"}  # --cpu would start a single process
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     per_rank = {}
     for rank in (0, 1):

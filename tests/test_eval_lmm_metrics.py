@@ -83,7 +83,7 @@ def test_report_pope_mean_f1_yes_rate_and_auroc_by_hand() -> None:
     block = report["pope"]["fgclip_pope"]
     f1 = {t: s["f1"] for t, s in block["splits"].items()}
     assert f1 == pytest.approx({"fgclip_pope_random": 2 / 3, "fgclip_pope_popular": 0.8, "fgclip_pope_adversarial": 1.0})
-    for task, entry in block["splits"].items():
+    for entry in block["splits"].values():
         assert entry["lmms_eval_f1"] == pytest.approx(entry["f1"])  # same numbers as lmms-eval's aggregator
     assert block["mean_f1"] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
     # pooled over 12 questions: TP=5, FP=1, FN=1

@@ -12,20 +12,31 @@ from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.models import get_model
 from lmms_eval.tasks import TaskManager
 from PIL import Image
+from test_eval_lmm_support import make_fixture_tasks, make_tiny_export, png
 
 from fgclip_lmm.eval.lmms_answers import normalize_answer
 from fgclip_lmm.eval.lmms_model import FGClipLlava
 from fgclip_lmm.eval.lmms_plugin import MANIFEST
-from test_eval_lmm_support import fixture_tasks, png, tiny_export  # noqa: F401  (module fixtures)
 
 IMAGE = Image.open(io.BytesIO(png("red", "circle"))).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_export(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fixture_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_tasks(tmp_path_factory)
+
 
 
 def _request(lm: FGClipLlava, context: str, gen_kwargs: dict | None = None, doc_id: int = 0,
              continuation: str | None = None) -> Instance:
     """A hand-made request on a one-document task held in `lm.task_dict`."""
     lm.task_dict.setdefault("manual", {"test": {}})["test"][doc_id] = {"image": IMAGE, "answer": "yes"}
-    visual = lambda doc: [doc["image"]]  # noqa: E731
+    visual = lambda doc: [doc["image"]]
     if continuation is None:
         args = (context, gen_kwargs or {"max_new_tokens": 6, "temperature": 0}, visual, doc_id, "manual", "test")
         return Instance("generate_until", args, idx=0, metadata={"task": "manual", "doc_id": doc_id, "repeats": 1})
@@ -121,8 +132,8 @@ def test_batched_equals_batch_size_one_and_cache_counts(tiny_export: Path, fixtu
     for batch_size in (1, 5):
         lm = FGClipLlava(pretrained=str(tiny_export), device="cpu", batch_size=batch_size, score_yes_no=True,
                          normalize_yes_no=False)
-        calls = []
-        lm.model.model.vision_tower.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        calls: list[int] = []
+        lm.model.model.vision_tower.register_forward_hook(lambda m, i, o, calls=calls: calls.append(i[0].shape[0]))
         results = _evaluate(lm, fixture_tasks, tasks)
         runs[batch_size] = {k: (s.raw, s.p_yes) for k, s in lm.yes_no_scores.items()}
         # 3 splits x 12 questions + 6 attribute questions, all about the same 3 distinct images

@@ -64,13 +64,12 @@ def write_fixture_tasks(out: Path) -> list[str]:
     return write_task_dir(out, {s: pope_rows(s) for s in POPE_SPLITS}, {"color": attr_rows("color")})
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA export in a fresh temporary directory (each test module builds its own)."""
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "export")
 
 
-@pytest.fixture(scope="module")
-def fixture_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_fixture_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tasks")
     write_fixture_tasks(out)
     return out
@@ -79,5 +78,5 @@ def fixture_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fixture_tasks_have_pairs_and_three_images(tmp_path: Path) -> None:
     names = write_fixture_tasks(tmp_path)
     assert names == ["fgclip_pope_random", "fgclip_pope_popular", "fgclip_pope_adversarial", "fgclip_attr_color"]
-    assert sorted(p.name for p in (tmp_path / "data").iterdir())[0] == "attr_color.parquet"
+    assert min(p.name for p in (tmp_path / "data").iterdir()) == "attr_color.parquet"
     assert len({r["image_source"] for r in pope_rows("random")}) == 3

@@ -138,6 +138,10 @@ class FGClipLlava(lmms):
         self.scores_path = self._rank_path(scores_path) if scores_path else None
         self.loglikelihood_returns = loglikelihood_returns
         self.feature_cache = FeatureCache(max_items=int(feature_cache_size))
+        # Stop on the export's own stop token (assemble writes the template's, e.g. <|im_end|>) and the tokenizer's eos.
+        configured = self._model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [configured]
+        self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
@@ -280,7 +284,7 @@ class FGClipLlava(lmms):
             embeds = self._embed(batch, input_ids, features)
             out = self._model.generate(
                 inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id, return_dict_in_generate=True,
+                eos_token_id=self.eos_token_ids, return_dict_in_generate=True,
                 output_logits=self.score_yes_no, **settings.generate_kwargs(),
             )
             sequences = out.sequences  # only the new tokens: generation started from embeddings
