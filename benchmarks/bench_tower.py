@@ -23,7 +23,7 @@ import common
 import presets
 from fgclip_lmm.tower import TowerConfig, build_tower
 
-DEFAULT_BATCH = {"tiny": 32, "b16": 256, "l14_336": 128}
+DEFAULT_BATCH = {"tiny": 128, "b16": 256, "l14_336": 128}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
