@@ -1,8 +1,9 @@
 """The offline task directories: where they live, name resolution, and data checks before evaluation.
 
 Packaged layout (`fgclip_lmm/eval/tasks/`, pass it to lmms-eval as `--include_path`):
-* `synthetic/`: `fgclip_pope_*` and `fgclip_attr_*` YAMLs + `data/*.parquet`, built from a small synthetic world
-  (rebuild: `python -m fgclip_lmm.eval.lmms_world --world DIR`);
+* `synthetic/`: `fgclip_pope_*` and `fgclip_attr_*` YAMLs + `data/*.parquet`, built from the world of
+  `fgclip-lmm synth --out DIR --images 200 --seed 0 --size 64` (66 POPE questions per split on 11 test images,
+  20 Yes/No pairs per attribute); rebuild with `python -m fgclip_lmm.eval.lmms_world --world DIR`;
 * `hub/`: `fgclip_hallusion_bench_image`, HallusionBench from the hub scored with the rule-based aggregators.
 
 `check_task_data` reads every parquet an offline task points at and fails with the file, row and field on a
