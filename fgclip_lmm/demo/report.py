@@ -13,7 +13,7 @@ from ..data.synth.manifest import load_manifest
 from . import plots
 from .config import DemoConfig
 from .numbers import Numbers, fmt
-from .pipeline import BENCHES, ENCODERS, DemoPaths
+from .pipeline import ENCODERS, DemoPaths
 from .stages import StageRunner
 
 SECTIONS = ("Run", "Encoder training", "FG-OVD-style accuracy by difficulty", "Box classification and retrieval",

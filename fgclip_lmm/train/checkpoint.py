@@ -69,6 +69,37 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_engine_checkpoint(engine, root: Path, step: int, sampler_state: dict, rank: int, keep: int,
+                           export=None) -> Path:
+    """DeepSpeed state + sampler position + per-rank RNG into a staging dir, published atomically by rank 0.
+
+    `export(staging)` runs on every rank before publishing (ZeRO-3 gathers weights collectively)."""
+    import torch.distributed as dist
+
+    final = step_dir(root, step)
+    staging = staging_dir(final)
+    engine.save_checkpoint(str(staging), tag="ds", client_state={"step": step, "sampler": sampler_state},
+                           save_latest=False)
+    save_rng(staging, rank)
+    if export is not None:
+        export(staging)
+    dist.barrier()
+    if rank == 0:
+        publish(staging, final, {"step": step})
+        for old in sorted(root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def resume_engine(engine, path: Path, sampler, rank: int) -> int:
+    """Restore what `save_engine_checkpoint` wrote; returns the step to continue from."""
+    _, client = engine.load_checkpoint(str(path), tag="ds")
+    sampler.load_state_dict(client["sampler"])
+    set_rng_state(load_rng(path, rank))
+    return int(client["step"])
+
+
 def clean_stale(root: Path) -> None:
     """Remove half-written staging dirs left by a killed run."""
     for p in root.glob(".tmp-*"):

@@ -20,10 +20,10 @@ from ..model import FGCLIPConfig, FGCLIPModel
 from . import checkpoint as ckpt
 from .clip_config import ClipTrainConfig
 from .clip_data import build_clip_data
-from .config_io import dump_config, load_config
+from .config_io import dump_config
 from .flops import clip_tower_flops, measure_matmul_peak, train_flops
 from .metrics_log import MetricsLogger
-from .runtime import deepspeed_config, device, hard_exit, init_distributed, restore_scalar_shapes, use_bf16
+from .runtime import deepspeed_config, device, init_distributed, restore_scalar_shapes, run_trainer, use_bf16
 
 PRESETS = Path(__file__).resolve().parents[2] / "train_clip" / "configs"
 NO_DECAY = re.compile(r"(layer_?norm|layrnorm|\.bias$|^logit_scale)", re.IGNORECASE)
@@ -114,10 +114,7 @@ def train(cfg: ClipTrainConfig) -> Path:
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops > 0 else measure_matmul_peak()
     step = 0
     if resume_from is not None:
-        _, client = engine.load_checkpoint(str(resume_from), tag="ds")
-        step = client["step"]
-        data.sampler.load_state_dict(client["sampler"])
-        ckpt.set_rng_state(ckpt.load_rng(resume_from, rank))
+        step = ckpt.resume_engine(engine, resume_from, data.sampler, rank)
     logger = MetricsLogger(out, total, step, rank == 0, desc=f"train-clip {cfg.stage}")
     logger.write(f"rank {rank}/{world}: {len(data.dataset)} samples, {total} steps, bf16={bf16}, "
                  f"resume={resume_from}, peak {peak / 1e12:.3g} TFLOP/s")
@@ -180,23 +177,15 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
 
 def save_checkpoint(engine, tokenizer, cfg: ClipTrainConfig, root: Path, step: int, sampler_state: dict,
                     rank: int) -> None:
-    final = ckpt.step_dir(root, step)
-    staging = ckpt.staging_dir(final)
-    engine.save_checkpoint(str(staging), tag="ds", client_state={"step": step, "sampler": sampler_state},
-                           save_latest=False)
-    ckpt.save_rng(staging, rank)
-    state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero_stage == 3 else None
-    if rank == 0:
-        module = engine.module
-        state = restore_scalar_shapes(state, module) if state is not None else module.state_dict()
-        module.save_pretrained(staging / "hf", state_dict={k: v.float() for k, v in state.items()})
-        tokenizer.save_pretrained(staging / "hf")
-    torch.distributed.barrier()
-    if rank == 0:
-        ckpt.publish(staging, final, {"step": step})
-        for old in sorted(root.glob("step_*"))[:-cfg.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    torch.distributed.barrier()
+    def export_hf(staging: Path) -> None:
+        state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero_stage == 3 else None
+        if rank == 0:
+            module = engine.module
+            state = restore_scalar_shapes(state, module) if state is not None else module.state_dict()
+            module.save_pretrained(staging / "hf", state_dict={k: v.float() for k, v in state.items()})
+            tokenizer.save_pretrained(staging / "hf")
+
+    ckpt.save_engine_checkpoint(engine, root, step, sampler_state, rank, cfg.keep_checkpoints, export_hf)
 
 
 def export_final(root: Path, out: Path, rank: int) -> Path:
@@ -224,9 +213,4 @@ def periodic_eval(model: FGCLIPModel, tokenizer, cfg: ClipTrainConfig, rank: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(ClipTrainConfig, list(argv or []), PRESETS)
-    final = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"FGCLIP_TRAIN_DONE {final}", flush=True)
-    hard_exit(0)
-    return 0
+    return run_trainer(ClipTrainConfig, argv, PRESETS, train)

@@ -8,7 +8,6 @@ OUT/mm_projector.safetensors (align), OUT/checkpoints/step_* (DeepSpeed state fo
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,11 +27,11 @@ from ..lmm.tuning import LmmTuning, apply_tuning, trainable_summary, unwrap_llav
 from ..tower.base import LoraSpec
 from . import checkpoint as ckpt
 from .clip_trainer import check_finite, warmup_cosine
-from .config_io import dump_config, load_config
+from .config_io import dump_config
 from .flops import measure_matmul_peak
 from .lmm_config import LmmTrainConfig
 from .metrics_log import MetricsLogger
-from .runtime import deepspeed_config, device, hard_exit, init_distributed, restore_scalar_shapes, use_bf16
+from .runtime import deepspeed_config, device, init_distributed, restore_scalar_shapes, run_trainer, use_bf16
 
 PRESETS = Path(__file__).resolve().parents[2] / "train_lmm" / "configs"
 
@@ -114,10 +113,7 @@ def train(cfg: LmmTrainConfig) -> Path:
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops > 0 else measure_matmul_peak()
     step = 0
     if resume_from is not None:
-        _, client = engine.load_checkpoint(str(resume_from), tag="ds")
-        step = client["step"]
-        sampler.load_state_dict(client["sampler"])
-        ckpt.set_rng_state(ckpt.load_rng(resume_from, rank))
+        step = ckpt.resume_engine(engine, resume_from, sampler, rank)
     logger = MetricsLogger(out, total, step, rank == 0, desc=f"train-lmm {cfg.stage}")
     logger.write(f"rank {rank}/{world}: {len(dataset)} samples, {total} steps, template={template}, "
                  f"trainable={trainable_summary(model)}")
@@ -151,7 +147,8 @@ def train(cfg: LmmTrainConfig) -> Path:
                            show=("loss", "tokens_per_s", "mfu"))
                 tick, tokens, computed, samples = time.perf_counter(), 0, 0, 0
             if step % cfg.save_every == 0 or step == total:
-                save_checkpoint(engine, cfg, ckpt_root, step, sampler.state_dict(consumed), rank)
+                ckpt.save_engine_checkpoint(engine, ckpt_root, step, sampler.state_dict(consumed), rank,
+                                            cfg.keep_checkpoints)
             if step >= total:
                 break
         else:
@@ -161,20 +158,6 @@ def train(cfg: LmmTrainConfig) -> Path:
         logger.write(f"skipped samples: {dataset.skipped}")
     logger.close()
     return final
-
-
-def save_checkpoint(engine, cfg: LmmTrainConfig, root: Path, step: int, sampler_state: dict, rank: int) -> None:
-    final = ckpt.step_dir(root, step)
-    staging = ckpt.staging_dir(final)
-    engine.save_checkpoint(str(staging), tag="ds", client_state={"step": step, "sampler": sampler_state},
-                           save_latest=False)
-    ckpt.save_rng(staging, rank)
-    torch.distributed.barrier()
-    if rank == 0:
-        ckpt.publish(staging, final, {"step": step})
-        for old in sorted(root.glob("step_*"))[:-cfg.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    torch.distributed.barrier()
 
 
 def export(engine, model, processor, meta: dict, template: str, cfg: LmmTrainConfig, out: Path, rank: int) -> Path:
@@ -204,9 +187,4 @@ def export(engine, model, processor, meta: dict, template: str, cfg: LmmTrainCon
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(LmmTrainConfig, list(argv or []), PRESETS)
-    final = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"FGCLIP_TRAIN_DONE {final}", flush=True)
-    hard_exit(0)
-    return 0
+    return run_trainer(LmmTrainConfig, argv, PRESETS, train)

@@ -118,6 +118,17 @@ def deepspeed_config(base_json: str | None, zero_stage: int, micro_batch: int, g
     return config
 
 
+def run_trainer(config_cls, argv: list[str] | None, presets: Path, train) -> int:
+    """CLI body shared by both trainers: config -> train -> a result marker -> exit without teardown."""
+    from .config_io import load_config
+
+    final = train(load_config(config_cls, list(argv or []), presets))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"FGCLIP_TRAIN_DONE {final}", flush=True)
+    hard_exit(0)
+    return 0
+
+
 def hard_exit(code: int = 0) -> None:
     """Exit without interpreter teardown: DeepSpeed/gloo sometimes abort at exit after the work is done."""
     sys.stdout.flush()
