@@ -172,7 +172,12 @@ def run(size: str, llm: str, device: torch.device, n_images: int, per_image: int
         return call
     fns = {"llava_hf bs1": variant("llava_hf bs1", hf), "fgclip_llava bs1": variant("fgclip_llava bs1", ours, 1),
            f"fgclip_llava bs{batch}": variant(f"fgclip_llava bs{batch}", ours, batch)}
+    fns["floor: decode every question's image"] = lambda: [pope_doc_to_visual(docs[i]) for i in range(len(docs))]
+    ours.task_dict = {TASK: {SPLIT: docs}}
+    fns["fgclip_llava _prepare (decode + key + prompt)"] = lambda: [
+        ours._prepare(i, r, generation=True) for i, r in enumerate(make_requests(docs, gen_kwargs))]
     times = common.interleaved(fns, device, warmup=warmup, repeats=repeats)
+    floors = {k: common.median(times.pop(k)) for k in list(times) if k not in answers}
     base = [cut(a, gen_kwargs["until"]) for a in answers["llava_hf bs1"]]
     n = len(docs)
     rows, mismatches = [], {}
@@ -187,6 +192,7 @@ def run(size: str, llm: str, device: torch.device, n_images: int, per_image: int
                      "pope_exact_acc": sum(a.lower() == docs.rows[i]["answer"] for i, a in enumerate(mine)) / n,
                      "tower_images": cache.get(name, {}).get("misses", n)})
     return {"rows": rows, "times_s": times, "mismatches": mismatches, "cache_stats": cache,
+            "per_question_ms": {k: 1e3 * v / n for k, v in {**floors, **{r["variant"]: r["median_s"] for r in rows}}.items()},
             "speedup": rows[-1]["speedup_vs_llava_hf"], "all_identical": all(not m for m in mismatches.values()),
             "sample_answers": base[:5]}
 
@@ -214,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         common.table(result["rows"], title=f"POPE-style eval, tower {args.size} + LLM {args.llm}, {args.dtype}, "
                                            f"{args.images} images x {args.questions} questions"),
         f"fgclip_llava bs{args.batch} vs llava_hf: {result['speedup']:.2f}x questions/s (goal >= 5x); answers {verdict}",
+        "",
+        common.table([{"per question": k, "ms": v} for k, v in result["per_question_ms"].items()],
+                     title="Where the time goes (median ms per question; the floors are parts of the runs above)"),
     ])
     common.finish("bench_pope_eval", args, device, result, text)
     return 0
