@@ -16,6 +16,7 @@ the model, its config and its image processor, and whether token 0 is a CLS toke
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -102,7 +103,7 @@ def runs_without_grad(module: nn.Module) -> bool:
     return getattr(module, "_fgclip_no_grad_handles", None) is not None
 
 
-class VisionTower(nn.Module):
+class VisionTower(nn.Module, abc.ABC):
     """Base class of every tower type; see the module docstring for the contract."""
 
     type_name: ClassVar[str] = ""
@@ -128,14 +129,17 @@ class VisionTower(nn.Module):
             self.load_model()
 
     # ----- hooks for subclasses -------------------------------------------------------------------------------
+    @abc.abstractmethod
     def _load_vision_model(self, path: str) -> nn.Module:
-        raise NotImplementedError(f"{type(self).__name__} must implement _load_vision_model")
+        """Implemented by each tower type."""
 
+    @abc.abstractmethod
     def _load_config(self, path: str) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement _load_config")
+        """Implemented by each tower type."""
 
+    @abc.abstractmethod
     def _load_image_processor(self, path: str, config: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement _load_image_processor")
+        """Implemented by each tower type."""
 
     def _infer_has_cls(self, model: nn.Module) -> bool:
         """Count the tokens of one forward: num_patches + 1 means a CLS, num_patches means none."""
