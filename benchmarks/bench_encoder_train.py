@@ -21,10 +21,10 @@ from __future__ import annotations
 import contextlib
 import types
 
-import torch
-
 import common
 import presets
+import torch
+
 from fgclip_lmm.model import FGCLIPModel
 from fgclip_lmm.train.flops import measure_matmul_peak
 

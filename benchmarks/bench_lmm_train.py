@@ -30,15 +30,13 @@ import random
 import tempfile
 from pathlib import Path
 
-import torch
-from PIL import Image
-
 import common
 import lmm_presets
 import presets
+import torch
+from PIL import Image
 
-WORDS = ("the a red blue green yellow purple orange cyan circle square triangle star car ball box cone cylinder "
-         "large small left right above below next to is there in image on of and it").split()
+WORDS = ["the", "a", "red", "blue", "green", "yellow", "purple", "orange", "cyan", "circle", "square", "triangle", "star", "car", "ball", "box", "cone", "cylinder", "large", "small", "left", "right", "above", "below", "next", "to", "is", "there", "in", "image", "on", "of", "and", "it"]
 
 
 def write_dataset(root: Path, n: int, text_only: float, max_words: int, seed: int) -> Path:
@@ -49,7 +47,7 @@ def write_dataset(root: Path, n: int, text_only: float, max_words: int, seed: in
         Image.new("RGB", (96, 80), (60 * k, 200 - 40 * k, 90)).save(image_dir / f"{k}.png")
 
     def sentence(lo: int, hi: int) -> str:
-        words = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+        words = round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
         return " ".join(rng.choice(WORDS) for _ in range(words))
     records = []
     for i in range(n):
@@ -207,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         common.table(result["rows"], title=f"LMM training, tower tiny + LLM {args.llm}, {args.samples} samples, "
                                            f"micro-batch {args.batch} x {args.world} simulated ranks (lengths "
                                            f"{ls['min']}/{ls['median']}/{ls['max']} min/median/max)"),
-        f"length grouping: {result['computed_token_ratio']:.2f}x fewer computed tokens; real tokens/s "
-        f"{result['speedup_1proc']:.2f}x in one process, {result['speedup_projected']:.2f}x projected over "
-        f"{args.world} synchronous ranks (step = slowest rank's measured micro-batch; no communication)",
+        (f"length grouping: {result['computed_token_ratio']:.2f}x fewer computed tokens; real tokens/s "
+         f"{result['speedup_1proc']:.2f}x in one process, {result['speedup_projected']:.2f}x projected over "
+         f"{args.world} synchronous ranks (step = slowest rank's measured micro-batch; no communication)"),
         "",
         common.table(result["recipe_analysis"], title="Token arithmetic at LLaVA's recipe (micro-batch 16 x 8 ranks, "
                                                        "8192 lengths resampled from this dataset)"),

@@ -31,12 +31,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-import common  # noqa: E402
-import lmm_presets  # noqa: E402
-import presets  # noqa: E402
+import common
+import lmm_presets
+import presets
+import torch
+from PIL import Image, ImageDraw
 
 TASK, SPLIT = "pope_bench", "test"
 POST_PROMPT = "\nAnswer the question using a single word or phrase."

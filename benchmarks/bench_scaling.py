@@ -14,11 +14,10 @@ a concave, noisy curve is not penalised).
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 import common
+import numpy as np
 import presets
+import torch
 from bench_encoder_train import autocast, build
 
 BOXES = (1, 2, 4, 8, 12, 16)

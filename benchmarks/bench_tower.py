@@ -16,11 +16,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import common
+import presets
 import torch
 from transformers import CLIPVisionModel
 
-import common
-import presets
 from fgclip_lmm.tower import TowerConfig, build_tower
 
 DEFAULT_BATCH = {"tiny": 128, "b16": 256, "l14_336": 128}
@@ -75,9 +75,9 @@ def render(result: dict, size: str, dtype: str) -> str:
     c = result["check"]
     return "\n".join([
         common.table(result["rows"], title=f"Tower inference, {size}, {dtype} (vs_hf = HF median time / variant's)"),
-        f"ours vs CLIPVisionModel hidden_states[-2]: equal={c['equal']} (max |diff| {c['max_abs_diff']:.3g}); "
-        f"speed ratio {result['ratio_ours_over_hf']:.3f}x; skipping the discarded last block: max |diff| "
-        f"{c['skip_last_block_max_abs_diff']:.3g}",
+        (f"ours vs CLIPVisionModel hidden_states[-2]: equal={c['equal']} (max |diff| {c['max_abs_diff']:.3g}); "
+         f"speed ratio {result['ratio_ours_over_hf']:.3f}x; skipping the discarded last block: max |diff| "
+         f"{c['skip_last_block_max_abs_diff']:.3g}"),
     ])
 
 

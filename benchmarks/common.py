@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402  (after the path fix, like every import of the project below)
+import torch
+from typing_extensions import Self
 
 
 # ----------------------------------------------------------------------------------------------- device / timing
@@ -109,7 +110,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         if self.device.type == "cuda":
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -125,7 +126,7 @@ class PeakMemory:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, _rss_bytes())
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             sync(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device)
@@ -159,7 +160,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
         info["git_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                            capture_output=True, text=True, timeout=10).stdout.strip() or None
+                                            capture_output=True, text=True, timeout=10, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info

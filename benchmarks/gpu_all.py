@@ -26,10 +26,8 @@ import traceback
 import types
 from pathlib import Path
 
-import torch
-
 import common
-import presets
+import torch
 
 H200_BF16_PEAK = 790e12
 BUDGET_S = 450  # sections that would start after this many seconds are skipped (8-minute target)

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import presets
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-import presets
 from fgclip_lmm.data.tokenizers import train_llm_tokenizer
 
 LLM_SHAPES = {
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128),
-    "small": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=688),
-    "1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
-               intermediate_size=5632),
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                 "intermediate_size": 128},
+    "small": {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "intermediate_size": 688},
+    "1b": {"hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
+               "intermediate_size": 5632},
 }
 CORPUS = (
     "Is there a red circle in the image? Yes",

@@ -15,31 +15,31 @@ padding), the worst case the collator can produce and the shape of the paper's c
 """
 from __future__ import annotations
 
-import torch
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository root on sys.path)
+import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-import common  # noqa: F401  (puts the repository root on sys.path)
 from fgclip_lmm.model import FGCLIPConfig
 from fgclip_lmm.train.flops import clip_tower_flops
 
 CLIP_SIZES = {
-    "tiny": dict(vision=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                             image_size=64, patch_size=16),
-                 text=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                           vocab_size=512),
-                 projection_dim=32),
-    "b16": dict(vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                            image_size=224, patch_size=16),
-                text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-                          vocab_size=49408),
-                projection_dim=512),
-    "l14_336": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                num_attention_heads=16, image_size=336, patch_size=14),
-                    text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                              vocab_size=49408),
-                    projection_dim=768),
+    "tiny": {"vision": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+                             "image_size": 64, "patch_size": 16},
+                 "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+                           "vocab_size": 512},
+                 "projection_dim": 32},
+    "b16": {"vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                            "image_size": 224, "patch_size": 16},
+                "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
+                          "vocab_size": 49408},
+                "projection_dim": 512},
+    "l14_336": {"vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                "num_attention_heads": 16, "image_size": 336, "patch_size": 14},
+                    "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                              "vocab_size": 49408},
+                    "projection_dim": 768},
 }
 SIZES = tuple(CLIP_SIZES)
 
@@ -52,8 +52,8 @@ def vision_config(size: str) -> CLIPVisionConfig:
 def write_clip_checkpoint(size: str, out: Path, device: torch.device | str = "cpu", seed: int = 0) -> Path:
     """A random full `CLIPModel` directory (preset vision tower, a token text tower) that every tower loader takes."""
     torch.manual_seed(seed)
-    text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=16)
+    text = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "max_position_embeddings": 16}
     config = CLIPConfig(text_config=text, vision_config=vision_config(size).to_dict(),
                         projection_dim=CLIP_SIZES[size]["projection_dim"])
     with torch.device(device):
@@ -68,8 +68,8 @@ def fgclip_config(size: str, **overrides) -> FGCLIPConfig:
     vocab = spec["text"]["vocab_size"]
     text = CLIPTextConfig(max_position_embeddings=77, bos_token_id=vocab - 2, eos_token_id=vocab - 1,
                           pad_token_id=vocab - 1, projection_dim=spec["projection_dim"], **spec["text"])
-    kwargs = dict(text_config=text.to_dict(), vision_config=vision_config(size).to_dict(),
-                  projection_dim=spec["projection_dim"], logit_scale_init_value=4.6052)
+    kwargs = {"text_config": text.to_dict(), "vision_config": vision_config(size).to_dict(),
+                  "projection_dim": spec["projection_dim"], "logit_scale_init_value": 4.6052}
     kwargs.update(overrides)
     return FGCLIPConfig(**kwargs)
 
