@@ -47,3 +47,30 @@ def measure_matmul_peak(dtype=None, size: int = 1024, seconds: float = 0.5) -> f
     if dev == "cuda":
         torch.cuda.synchronize()
     return 2 * size**3 * n / (time.perf_counter() - start)
+
+
+def lmm_train_flops(llava, image_tokens: int):
+    """A function (tokens, images) -> training FLOPs of one LLaVA micro-batch: `tokens` computed LLM positions
+    (padding included) and `images` tower inputs (dummies included) of `image_tokens` tokens each.
+
+    LLM forward 2PT, input-gradient backward 2PT, weight gradients 2PT only for trainable weights (the embedding
+    table is a lookup and is left out); the tower and projector likewise, a frozen tower being forward only."""
+    from ..lmm.tuning import component_of
+
+    counts = {"llm": [0, 0], "tower": [0, 0], "projector": [0, 0], "lm_head": [0, 0], "other": [0, 0]}
+    for name, p in llava.named_parameters():
+        if "embed_tokens" in name or "embeddings" in name:
+            continue
+        n = int(getattr(p, "ds_numel", p.numel()))
+        entry = counts[component_of(name)]
+        entry[0] += n
+        entry[1] += n if p.requires_grad else 0
+
+    def per_token(component: str) -> float:
+        total, trainable = counts[component]
+        backward_inputs = 0 if component == "tower" and trainable == 0 else 2 * total
+        return 2 * total + backward_inputs + 2 * trainable
+
+    text = per_token("llm") + per_token("lm_head")
+    vision = (per_token("projector") + per_token("tower")) * image_tokens
+    return lambda tokens, images: tokens * text + images * vision

@@ -19,7 +19,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from ..data.llava_json import LlavaConfig, LlavaJsonDataset
 from ..lmm.assemble import read_meta
-from ..lmm.dataset import LmmCollator, LmmSupervisedDataset
+from ..lmm.dataset import LmmCollator, LmmSupervisedDataset, image_seq_length
 from ..lmm.export import merge_peft, save_full, save_lora, save_projector
 from ..lmm.forward import lmm_forward
 from ..lmm.grouping import GroupedBatchSampler
@@ -28,7 +28,7 @@ from ..tower.base import LoraSpec
 from . import checkpoint as ckpt
 from .clip_trainer import check_finite, warmup_cosine
 from .config_io import dump_config
-from .flops import measure_matmul_peak
+from .flops import lmm_train_flops, measure_matmul_peak
 from .lmm_config import LmmTrainConfig
 from .metrics_log import MetricsLogger
 from .runtime import deepspeed_config, device, init_distributed, restore_scalar_shapes, run_trainer, use_bf16
@@ -117,10 +117,10 @@ def train(cfg: LmmTrainConfig) -> Path:
     logger = MetricsLogger(out, total, step, rank == 0, desc=f"train-lmm {cfg.stage}")
     logger.write(f"rank {rank}/{world}: {len(dataset)} samples, {total} steps, template={template}, "
                  f"trainable={trainable_summary(model)}")
-    n_params = sum(int(getattr(p, "ds_numel", p.numel())) for p in engine.module.parameters())
+    step_flops = lmm_train_flops(unwrap_llava(model), image_seq_length(processor) + 1)  # + the CLS it drops
     dev, dtype = device(), (torch.bfloat16 if bf16 else torch.float32)
     consumed = sampler.position
-    tick, tokens, computed, samples = time.perf_counter(), 0, 0, 0
+    tick, tokens, computed, samples, flops = time.perf_counter(), 0, 0, 0, 0.0
     while step < total:
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers)
         for batch in loader:
@@ -134,6 +134,7 @@ def train(cfg: LmmTrainConfig) -> Path:
             tokens += int(batch["attention_mask"].sum())
             computed += batch["attention_mask"].numel()
             samples += batch["input_ids"].shape[0]
+            flops += step_flops(batch["attention_mask"].numel(), batch["pixel_values"].shape[0])
             if not engine.is_gradient_accumulation_boundary():
                 continue
             step += 1
@@ -143,9 +144,9 @@ def train(cfg: LmmTrainConfig) -> Path:
                 logger.log(step, {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
                                   "tokens_per_s": tokens * world / elapsed, "samples_per_s": samples * world / elapsed,
                                   "padding_efficiency": tokens / max(1, computed),
-                                  "mfu": 6 * n_params * computed / elapsed / peak},
+                                  "mfu": flops / elapsed / peak},
                            show=("loss", "tokens_per_s", "mfu"))
-                tick, tokens, computed, samples = time.perf_counter(), 0, 0, 0
+                tick, tokens, computed, samples, flops = time.perf_counter(), 0, 0, 0, 0.0
             if step % cfg.save_every == 0 or step == total:
                 ckpt.save_engine_checkpoint(engine, ckpt_root, step, sampler.state_dict(consumed), rank,
                                             cfg.keep_checkpoints)
