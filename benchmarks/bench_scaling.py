@@ -4,7 +4,7 @@ Two sweeps on one model: boxes per image at a fixed negative count, then negativ
 (`config.hard_negatives_per_box` is set to the count of each point, as the model's reshape requires). The points
 of a sweep are timed round-robin (all points once, then again, ...), so machine drift spreads over the sweep;
 each point's median is used. A straight line is fitted (numpy polyfit, degree 1) to median step time against the
-swept count, and the script reports the slope, the intercept, R² and the verdict: growth is called linear when
+swept count (and, as a check, to the fastest repeat of each point), and the script reports the slope, the intercept, R² and the verdict: growth is called linear when
 R² >= --r2 (default 0.95) and a degree-2 fit shows no super-linear term larger than --curvature (default 25%)
 of the linear prediction at the largest point (a quadratic cost such as y = x² on these points gives ~100%;
 a concave, noisy curve is not penalised).
@@ -68,17 +68,25 @@ def sweep(model, optimizer, device, dtype, batch_size, name, values, fixed, repe
         for v in values:
             times[v].append(common.time_call(fns[v], device))
     medians = [common.median(times[v]) for v in values]
-    table = [{name: v, "text_rows": rows[v], "step_s": m, "s_per_100_rows": 100 * m / rows[v]}
-             for v, m in zip(values, medians)]
-    return {"points": table, "times_s": {str(v): t for v, t in times.items()},
-            "fit": fit(values, medians, r2_min, curvature_max)}
+    fastest = [min(times[v]) for v in values]
+    table = [{name: v, "text_rows": rows[v], "step_s": m, "fastest_s": f, "s_per_100_rows": 100 * m / rows[v]}
+             for v, m, f in zip(values, medians, fastest)]
+    rows_per_unit = (rows[values[-1]] - rows[values[0]]) / (values[-1] - values[0])
+    return {"points": table, "times_s": {str(v): t for v, t in times.items()}, "text_rows_per_unit": rows_per_unit,
+            "fit": fit(values, medians, r2_min, curvature_max),
+            "fit_fastest": fit(values, fastest, r2_min, curvature_max)}
 
 
-def verdict(name: str, f: dict, unit: str) -> str:
+def verdict(name: str, result: dict, unit: str) -> str:
+    f, g = result["fit"], result["fit_fastest"]
     word = "LINEAR" if f["linear"] else "NOT linear"
-    return (f"{name}: growth is {word}: slope {f['slope_s_per_unit'] * 1e3:.4g} ms per {unit}, intercept "
-            f"{f['intercept_s'] * 1e3:.4g} ms, R^2 {f['r2']:.4f}; quadratic term of a degree-2 fit "
-            f"{100 * f['quadratic_share_at_max']:+.1f}% of the linear prediction at the largest point")
+    per_row = f["slope_s_per_unit"] * 1e3 / result["text_rows_per_unit"]
+    return (f"{name}: growth is {word} (median times): slope {f['slope_s_per_unit'] * 1e3:.4g} ms per {unit} "
+            f"(= {per_row:.3g} ms per short-path text row), "
+            f"intercept {f['intercept_s'] * 1e3:.4g} ms, R^2 {f['r2']:.4f}, quadratic term of a degree-2 fit "
+            f"{100 * f['quadratic_share_at_max']:+.1f}% at the largest point. Check on the fastest repeat of each "
+            f"point (other processes only add time): {'linear' if g['linear'] else 'not linear'}, slope "
+            f"{g['slope_s_per_unit'] * 1e3:.4g} ms, R^2 {g['r2']:.4f}, quadratic {100 * g['quadratic_share_at_max']:+.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     device = common.setup(args)
     args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     args.batch = args.batch or (16 if device.type == "cuda" else 2)
-    args.repeats = args.repeats or 5
+    args.repeats = args.repeats or 7
     model = build(args.size, args.fixed_negatives, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     results = {}
@@ -106,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n\n".join([
         common.table(results["boxes_per_image"]["points"],
                      title=f"Stage-2 step time vs boxes per image ({args.fixed_negatives} negatives/box, batch {args.batch}, {args.size})"),
-        verdict("boxes per image", results["boxes_per_image"]["fit"], "box per image"),
+        verdict("boxes per image", results["boxes_per_image"], "box per image"),
         common.table(results["negatives_per_box"]["points"],
                      title=f"Stage-2 step time vs negatives per box ({args.fixed_boxes} boxes/image, batch {args.batch}, {args.size})"),
-        verdict("negatives per box", results["negatives_per_box"]["fit"], "negative per box"),
+        verdict("negatives per box", results["negatives_per_box"], "negative per box"),
     ])
     common.finish("bench_scaling", args, device, results, text)
     return 0
