@@ -3,13 +3,16 @@ resumable, rank-aware batch sampler.
 
 Algorithm (per epoch, seeded by `seed + epoch`, identical on every rank): split the indices by modality (the sign
 of `modality_lengths`: > 0 image, < 0 text-only; with `group_by_modality=False` everything is one group), shuffle
-each group, cut it into megabatches of `world_size × batch_size`, sort each megabatch by length (longest first)
-and deal it into `world_size` consecutive micro-batches. The full megabatches of both modalities are shuffled
-together; the two partial leftovers are joined into a final (possibly mixed) megabatch. Every index appears
-exactly once; with `drop_last` the incomplete tail step is dropped instead.
+each group and cut it into windows of `window_steps` steps (a step is `world_size x batch_size` samples). Each
+window is sorted by length (longest first) and cut into consecutive micro-batches, and each run of `world_size`
+consecutive micro-batches is one step. The full steps of both modalities are shuffled together; the partial
+leftovers are joined into final (possibly mixed) steps. Every index appears exactly once; with `drop_last` the
+incomplete tail step is dropped instead.
 
-A step is `world_size` consecutive micro-batches; rank r takes the r-th of each step, so ranks process
-micro-batches of similar length at the same time and never wait on one long sample.
+A step's micro-batches are neighbours in a sorted window, so the ranks of a synchronous data-parallel step hold
+similar lengths and none waits long on another (with `window_steps=1` each step would be one random sample of
+lengths, and the rank given its longest part would set every step's time; measured in
+benchmarks/bench_lmm_train.py).
 """
 from __future__ import annotations
 
@@ -19,21 +22,26 @@ import torch
 from torch.utils.data import Sampler
 
 
-def _megabatches(indices: list[int], lengths: Sequence[int], size: int, batch_size: int) -> list[list[list[int]]]:
-    out = []
-    for start in range(0, len(indices), size):
-        mega = sorted(indices[start:start + size], key=lambda i: -abs(lengths[i]))
-        out.append([mega[k:k + batch_size] for k in range(0, len(mega), batch_size)])
-    return out
+def _window_steps(indices: list[int], lengths: Sequence[int], batch_size: int, world_size: int,
+                  window_steps: int) -> list[list[list[int]]]:
+    """Steps (lists of `world_size` micro-batches) cut from length-sorted windows of `window_steps` steps."""
+    step = batch_size * world_size
+    steps = []
+    for start in range(0, len(indices), step * window_steps):
+        window = sorted(indices[start:start + step * window_steps], key=lambda i: -abs(lengths[i]))
+        micro = [window[k:k + batch_size] for k in range(0, len(window), batch_size)]
+        steps += [micro[k:k + world_size] for k in range(0, len(micro), world_size)]
+    return steps
 
 
 def grouped_batches(
     lengths: Sequence[int], batch_size: int, world_size: int = 1, seed: int = 0, group_by_modality: bool = True,
-    drop_last: bool = False,
+    drop_last: bool = False, window_steps: int = 16,
 ) -> list[list[int]]:
     """Micro-batches in global order (see the module docstring); `lengths` may be signed modality lengths."""
-    if batch_size <= 0 or world_size <= 0:
-        raise ValueError(f"batch_size and world_size must be > 0, got {batch_size} and {world_size}")
+    if batch_size <= 0 or world_size <= 0 or window_steps <= 0:
+        raise ValueError(f"batch_size, world_size and window_steps must be > 0, got {batch_size}, {world_size}, "
+                         f"{window_steps}")
     if any(length == 0 for length in lengths):
         raise ValueError("lengths must be non-zero (the sign carries the modality); estimated_length() returns >= 1")
     generator = torch.Generator().manual_seed(seed)
@@ -46,14 +54,14 @@ def grouped_batches(
     for group in groups:
         order = [group[i] for i in torch.randperm(len(group), generator=generator).tolist()]
         cut = len(order) - len(order) % size
-        full += _megabatches(order[:cut], lengths, size, batch_size)
+        full += _window_steps(order[:cut], lengths, batch_size, world_size, window_steps)
         leftovers += order[cut:]
-    megas = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    steps = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
     if leftovers:
-        megas += _megabatches(leftovers, lengths, size, batch_size)
-    batches = [batch for mega in megas for batch in mega]
+        steps += _window_steps(leftovers, lengths, batch_size, world_size, 1)
+    batches = [batch for step in steps for batch in step]
     if drop_last:
-        n_steps = sum(1 for mega in megas if sum(map(len, mega)) == size)
+        n_steps = sum(1 for step in steps if sum(map(len, step)) == size)
         batches = batches[: n_steps * world_size]
     return batches
 
@@ -68,19 +76,19 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self, lengths: Sequence[int], batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0,
-        group_by_modality: bool = True, drop_last: bool = False,
+        group_by_modality: bool = True, drop_last: bool = False, window_steps: int = 16,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, {world_size})")
         self.lengths = list(lengths)
         self.batch_size, self.world_size, self.rank, self.seed = batch_size, world_size, rank, seed
-        self.group_by_modality, self.drop_last = group_by_modality, drop_last
+        self.group_by_modality, self.drop_last, self.window_steps = group_by_modality, drop_last, window_steps
         self.epoch = 0
         self.position = 0  # micro-batches of this epoch already consumed by this rank
 
     def _rank_batches(self) -> list[list[int]]:
         batches = grouped_batches(self.lengths, self.batch_size, self.world_size, self.seed + self.epoch,
-                                  self.group_by_modality, self.drop_last)
+                                  self.group_by_modality, self.drop_last, self.window_steps)
         mine = []
         for start in range(0, len(batches), self.world_size):
             step = batches[start:start + self.world_size]
