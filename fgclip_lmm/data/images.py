@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -51,7 +51,12 @@ def load_rgb(source: str | os.PathLike | bytes) -> Image.Image:
     """Open a path or encoded bytes, decode fully (so truncated files fail here) and return RGB."""
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     with Image.open(handle) as image:
-        image.load()
+        # lmms-eval sets PIL's global LOAD_TRUNCATED_IMAGES at import, which would pad a truncated file silently
+        previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
         return to_rgb(image)
 
 
