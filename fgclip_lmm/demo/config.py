@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class DemoConfig:
-    images: int = 2000              # synthetic world size (train 80% / val 5% / test 10% / heldout 5%)
+    images: int = 3000              # synthetic world size (train 80% / val 5% / test 10% / heldout 5%)
     image_size: int = 64
     seed: int = 0
     clip_width: int = 64            # tiny FG-CLIP towers (both encoders share the architecture and init)
@@ -14,9 +14,9 @@ class DemoConfig:
     clip_patch: int = 8
     clip_batch: int = 32
     clip_lr: float = 1e-3
-    stage1_steps: int = 100         # FG-CLIP stage 1; the CLIP baseline then continues stage 1 for stage2_steps
-    stage2_steps: int = 150
-    eval_every: int = 50
+    stage1_steps: int = 150         # FG-CLIP stage 1; the CLIP baseline then continues stage 1 for stage2_steps
+    stage2_steps: int = 300
+    eval_every: int = 75
     llm_hidden: int = 64
     llm_layers: int = 2
     lmm_batch: int = 16
