@@ -17,6 +17,7 @@ from .config import DemoConfig
 from .stages import Stage, StageRunner, verify_hf_dir, verify_json
 
 ENCODERS = ("clip", "fgclip")
+BENCH_ENCODERS = ("stage1", *ENCODERS)  # the shared stage-1 checkpoint is benchmarked too ("before stage 2")
 BENCHES = {"fgovd_test": ("fgovd", "test"), "fgovd_heldout": ("fgovd", "heldout"), "boxcls": ("boxcls", "test"),
            "retrieval_long": ("retrieval", "long"), "retrieval_short": ("retrieval", "short")}
 LMM_TASKS = "fgclip_pope,fgclip_attr"
@@ -26,9 +27,8 @@ class DemoPaths:
     def __init__(self, out: Path):
         self.out = out
         self.world = out / "world"
-        self.stage1 = out / "encoders" / "stage1"
-        self.encoder = {name: out / "encoders" / name for name in ENCODERS}
-        self.bench = {name: out / "bench" / name for name in ENCODERS}
+        self.encoder = {name: out / "encoders" / name for name in BENCH_ENCODERS}
+        self.bench = {name: out / "bench" / name for name in BENCH_ENCODERS}
         self.llm = out / "lmm" / "llm"
         self.assembled = {name: out / "lmm" / f"{name}_assembled" for name in ENCODERS}
         self.align = {name: out / "lmm" / f"{name}_align" for name in ENCODERS}
@@ -79,14 +79,14 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
         return load_manifest(paths.world)
 
     stages.append(Stage("encoder_stage1", lambda: runner.cli("encoder_stage1", clip_args(
-        cfg, world(), "stage1", "tiny", paths.stage1, cfg.stage1_steps, "pairs")),
-        [(paths.stage1 / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys)))
+        cfg, world(), "stage1", "tiny", paths.encoder["stage1"], cfg.stage1_steps, "pairs")),
+        [(paths.encoder["stage1"] / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys)))
     for name, stage in (("clip", "stage1"), ("fgclip", "stage2")):
         # the baseline continues stage 1 on FineHARD data so both see the same images and captions
         stages.append(Stage(f"encoder_{name}", lambda name=name, stage=stage: runner.cli(f"encoder_{name}", clip_args(
-            cfg, world(), stage, str(paths.stage1 / "hf"), paths.encoder[name], cfg.stage2_steps, "finehard")),
+            cfg, world(), stage, str(paths.encoder["stage1"] / "hf"), paths.encoder[name], cfg.stage2_steps, "finehard")),
             [(paths.encoder[name] / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys, "stage2_steps")))
-    for name in ENCODERS:
+    for name in BENCH_ENCODERS:
         outputs = [(paths.bench[name] / key / f"{bench}.json", verify_json) for key, (bench, _) in BENCHES.items()]
         stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name), outputs,
                             cfg.fingerprint(*clip_keys, "stage2_steps")))

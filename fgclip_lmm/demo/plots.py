@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-COLOURS = {"clip": "#7f7f7f", "fgclip": "#d62728"}
-LABELS = {"clip": "CLIP (stage 1 only)", "fgclip": "FG-CLIP (stage 1 + 2)"}
+COLOURS = {"stage1": "#c7c7c7", "clip": "#7f7f7f", "fgclip": "#d62728"}
+LABELS = {"stage1": "shared stage 1 (before stage 2)", "clip": "CLIP (stage 1 only)", "fgclip": "FG-CLIP (stage 1 + 2)"}
 
 
 def grouped_bars(path: Path, title: str, groups: list[str], values: dict[str, list[float]], ylabel: str,
