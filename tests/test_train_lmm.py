@@ -72,3 +72,22 @@ def test_align_then_finetune_zero3_then_lora(setup, tmp_path):
     merged = LlavaForConditionalGeneration.from_pretrained(tmp_path / "lora" / "hf")
     assert any(not torch.equal(p, after.state_dict()[n]) for n, p in merged.named_parameters()
                if "language_model" in n)
+
+
+def test_sigkill_and_resume_continue_the_same_trajectory(setup, tmp_path):
+    common = ("--stage", "finetune", "--max_steps", "4", "--save_every", "2", "--zero_stage", "2", "--lr", "1e-3",
+              "--group_by_modality_length", "true")
+    full = run(setup, tmp_path / "full", *common)
+    argv = [sys.executable, "-m", "fgclip_lmm.cli", "train-lmm", "--model", str(setup["assembled"]),
+            "--data_path", str(setup["data"]), "--image_root", str(setup["images"]), "--micro_batch_size", "2",
+            "--num_workers", "0", "--precision", "fp32", "--log_every", "1", "--model_max_length", "256",
+            "--deepspeed_config", "none", "--output_dir", str(tmp_path / "cut"), *common]
+    killed = subprocess.run(argv, env={**ENV, "FGCLIP_FAULT_KILL_AT_STEP": "3"}, cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9
+    resumed = run(setup, tmp_path / "cut", *common, "--resume", "auto")
+    assert [m["step"] for m in resumed][-2:] == [3, 4]
+    reference = {m["step"]: m for m in full}
+    for m in resumed[-2:]:
+        assert m["loss"] == pytest.approx(reference[m["step"]]["loss"], rel=1e-5), m["step"]
+        assert m["lr"] == pytest.approx(reference[m["step"]]["lr"], rel=1e-9)

@@ -23,7 +23,8 @@ from .clip_data import build_clip_data
 from .config_io import dump_config
 from .flops import clip_tower_flops, measure_matmul_peak, train_flops
 from .metrics_log import MetricsLogger
-from .runtime import deepspeed_config, device, init_distributed, restore_scalar_shapes, run_trainer, use_bf16
+from .runtime import (deepspeed_config, device, fault_injection_step, init_distributed, restore_scalar_shapes,
+                      run_trainer, use_bf16)
 
 PRESETS = Path(__file__).resolve().parents[2] / "train_clip" / "configs"
 NO_DECAY = re.compile(r"(layer_?norm|layrnorm|\.bias$|^logit_scale)", re.IGNORECASE)
@@ -118,7 +119,7 @@ def train(cfg: ClipTrainConfig) -> Path:
     logger = MetricsLogger(out, total, step, rank == 0, desc=f"train-clip {cfg.stage}")
     logger.write(f"rank {rank}/{world}: {len(data.dataset)} samples, {total} steps, bf16={bf16}, "
                  f"resume={resume_from}, peak {peak / 1e12:.3g} TFLOP/s")
-    kill_at = int(os.environ.get("FGCLIP_FAULT_KILL_AT_STEP", "0"))  # fault injection for the resume test
+    kill_at = fault_injection_step()
     dtype = torch.bfloat16 if bf16 else torch.float32
     dev, model_config = device(), engine.module.config
     consumed = data.sampler.position

@@ -8,7 +8,9 @@ OUT/mm_projector.safetensors (align), OUT/checkpoints/step_* (DeepSpeed state fo
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from .config_io import dump_config
 from .flops import lmm_train_flops, measure_matmul_peak
 from .lmm_config import LmmTrainConfig
 from .metrics_log import MetricsLogger
-from .runtime import deepspeed_config, device, init_distributed, restore_scalar_shapes, run_trainer, use_bf16
+from .runtime import (deepspeed_config, device, fault_injection_step, init_distributed, restore_scalar_shapes,
+                      run_trainer, use_bf16)
 
 PRESETS = Path(__file__).resolve().parents[2] / "train_lmm" / "configs"
 
@@ -119,7 +122,7 @@ def train(cfg: LmmTrainConfig) -> Path:
                  f"trainable={trainable_summary(model)}")
     step_flops = lmm_train_flops(unwrap_llava(model), image_seq_length(processor) + 1)  # + the CLS it drops
     dev, dtype = device(), (torch.bfloat16 if bf16 else torch.float32)
-    consumed = sampler.position
+    consumed, kill_at = sampler.position, fault_injection_step()
     tick, tokens, computed, samples, flops = time.perf_counter(), 0, 0, 0, 0.0
     while step < total:
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers)
@@ -150,6 +153,8 @@ def train(cfg: LmmTrainConfig) -> Path:
             if step % cfg.save_every == 0 or step == total:
                 ckpt.save_engine_checkpoint(engine, ckpt_root, step, sampler.state_dict(consumed), rank,
                                             cfg.keep_checkpoints)
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
             if step >= total:
                 break
         else:

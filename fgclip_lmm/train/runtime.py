@@ -129,6 +129,11 @@ def run_trainer(config_cls, argv: list[str] | None, presets: Path, train) -> int
     return 0
 
 
+def fault_injection_step() -> int:
+    """FGCLIP_FAULT_KILL_AT_STEP=N makes a trainer SIGKILL itself after step N (resume tests); 0 = off."""
+    return int(os.environ.get("FGCLIP_FAULT_KILL_AT_STEP", "0"))
+
+
 def hard_exit(code: int = 0) -> None:
     """Exit without interpreter teardown: DeepSpeed/gloo sometimes abort at exit after the work is done."""
     sys.stdout.flush()
