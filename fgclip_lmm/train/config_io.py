@@ -108,3 +108,15 @@ def load_config(cls, argv: list[str], preset_dir: Path):
 
 def dump_config(config, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def describe(cls, preset_dir: Path) -> str:
+    """`--help` text: every key with its type and default, and the presets."""
+    hints = typing.get_type_hints(cls)
+    lines = [f"usage: --config PRESET_OR_YAML [--key value ...]   ({cls.__name__})", "", "keys:"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        lines.append(f"  --{f.name:<28} {kind:<14} default {default!r}")
+    lines += ["", f"presets ({preset_dir}): " + ", ".join(sorted(p.stem for p in preset_dir.glob('*.yaml')))]
+    return "\n".join(lines)

@@ -120,9 +120,18 @@ def deepspeed_config(base_json: str | None, zero_stage: int, micro_batch: int, g
 
 def run_trainer(config_cls, argv: list[str] | None, presets: Path, train) -> int:
     """CLI body shared by both trainers: config -> train -> a result marker -> exit without teardown."""
-    from .config_io import load_config
+    from .config_io import ConfigError, describe, load_config
 
-    final = train(load_config(config_cls, list(argv or []), presets))
+    argv = list(argv or [])
+    if {"-h", "--help"} & set(argv):
+        print(describe(config_cls, presets))
+        return 0
+    try:
+        config = load_config(config_cls, argv, presets)
+    except ConfigError as error:  # fail before any process group or model exists, naming the key
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"FGCLIP_TRAIN_DONE {final}", flush=True)
     hard_exit(0)
