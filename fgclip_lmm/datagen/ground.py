@@ -21,7 +21,7 @@ from fgclip_lmm.datagen.detector import SelectConfig, select_boxes
 from fgclip_lmm.datagen.hf_models import GenerationOptions
 from fgclip_lmm.datagen.inputs import finehard_items, load_images
 from fgclip_lmm.datagen.phrases import Phrase, chunk_phrases, llm_phrases
-from fgclip_lmm.datagen.runner import Outcome, RunConfig, RunResult, Shard, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
 
 PHRASE_PROMPT = (
     "List the distinct physical objects described in the caption below as short noun phrases copied word for word "
@@ -34,7 +34,7 @@ ChatFn = Callable[..., list[str]]  # prompts, options -> replies
 
 
 @dataclass(frozen=True)
-class GroundConfig:
+class GroundConfig(StepSettings):
     input: str
     image_root: str
     out: str
@@ -50,12 +50,6 @@ class GroundConfig:
     text_threshold: float = 0.25  # Grounding DINO only
     drop_empty: bool = False
     phrase_max_new_tokens: int = 128
-    batch_size: int = 8
-    device: str | None = None
-    dtype: str = "auto"
-    on_bad_record: str = "skip"
-    progress: bool = True
-    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.phrases not in ("rules", "llm"):
@@ -159,7 +153,7 @@ def run_ground(config: GroundConfig, detect: DetectFn | None = None, chat: ChatF
             get_chat = lazy(lambda: ChatGenerator(config.phrase_model, config.device, config.dtype))
         else:
             get_chat = lazy(lambda: chat)
-    run = RunConfig(config.out, config.batch_size, config.progress, config.overwrite)
+    run = config.run_config(config.out)
     settings = config.settings(config.detector or getattr(detect, "name", "custom"),
                                config.phrase_model or (getattr(chat, "name", "custom") if chat else None))
     return run_step("ground", items, make_batch_fn(config, get_detect, get_chat, policy), run, settings, shard)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.hf_models import GenerationOptions
@@ -28,7 +28,7 @@ from fgclip_lmm.datagen.inputs import finehard_items
 from fgclip_lmm.datagen.lexicon import COUNT_ONE, LEXICON, canonical_words, noun_forms, pluralize, singularize
 from fgclip_lmm.datagen.phrases import head_noun
 from fgclip_lmm.datagen.quality import TextQuality, degenerate_reason, words
-from fgclip_lmm.datagen.runner import Outcome, RunConfig, RunResult, Shard, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
 
 NEG_PROMPT = (
     "Write {k} hard negative variants of the image-region phrase below. Each variant must keep the noun "
@@ -42,7 +42,7 @@ ChatFn = Callable[..., list[str]]  # prompts, options -> replies
 
 
 @dataclass(frozen=True)
-class NegativesConfig:
+class NegativesConfig(StepSettings):
     input: str
     out: str
     model: str | None = None  # chat LLM; None needs rules_only
@@ -54,12 +54,7 @@ class NegativesConfig:
     llm_batch_size: int = 32  # phrases per generate call
     temperature: float = 0.0  # 0 = greedy
     seed: int = 0
-    batch_size: int = 16
-    device: str | None = None
-    dtype: str = "auto"
-    on_bad_record: str = "skip"
-    progress: bool = True
-    overwrite: bool = False
+    batch_size: int = field(default=16, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.num_negatives < 1:
@@ -229,6 +224,6 @@ def run_negatives(config: NegativesConfig, chat: ChatFn | None = None, shard: Sh
             get_chat = lazy(lambda: ChatGenerator(config.model, config.device, config.dtype))
         else:
             get_chat = lazy(lambda: chat)
-    run = RunConfig(config.out, config.batch_size, config.progress, config.overwrite)
+    run = config.run_config(config.out)
     model_name = config.model or getattr(chat, "name", "custom")
     return run_step("negatives", items, make_batch_fn(config, get_chat), run, config.settings(model_name), shard)

@@ -21,7 +21,7 @@ from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.hf_models import GenerationOptions
 from fgclip_lmm.datagen.inputs import image_items, load_images
 from fgclip_lmm.datagen.quality import TextQuality, clean_caption, degenerate_reason
-from fgclip_lmm.datagen.runner import Outcome, RunConfig, RunResult, Shard, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
 
 DEFAULT_LONG_PROMPT = (
     "Describe this image in detail in one paragraph of 80 to 150 words. Name every clearly visible object and, "
@@ -37,7 +37,7 @@ ImageGenerateFn = Callable[[list, str, GenerationOptions], list[str]]
 
 
 @dataclass(frozen=True)
-class RecaptionConfig:
+class RecaptionConfig(StepSettings):
     image_root: str
     out: str
     model: str | None = None  # any AutoModelForImageTextToText checkpoint (local dir or hub id)
@@ -52,12 +52,6 @@ class RecaptionConfig:
     max_retries: int = 2
     retry_temperature: float = 0.8
     seed: int = 0
-    batch_size: int = 8
-    device: str | None = None
-    dtype: str = "auto"
-    on_bad_record: str = "skip"
-    progress: bool = True
-    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.short_source not in ("generate", "input"):
@@ -165,6 +159,6 @@ def run_recaption(config: RecaptionConfig, generate: ImageGenerateFn | None = No
         from fgclip_lmm.datagen.hf_models import ImageTextGenerator
 
         get = lazy(lambda: ImageTextGenerator(config.model, config.device, config.dtype))
-    run = RunConfig(config.out, config.batch_size, config.progress, config.overwrite)
+    run = config.run_config(config.out)
     model_name = config.model or getattr(generate, "name", "custom")
     return run_step("recaption", items, make_batch_fn(config, get, policy), run, config.settings(model_name), shard)

@@ -64,6 +64,21 @@ class RunConfig:
     overwrite: bool = False  # discard earlier progress for this --out
 
 
+@dataclass(frozen=True, kw_only=True)
+class StepSettings:
+    """Run settings every datagen step shares (the common CLI flags); step configs extend it."""
+
+    batch_size: int = 8
+    device: str | None = None
+    dtype: str = "auto"
+    on_bad_record: str = "skip"
+    progress: bool = True
+    overwrite: bool = False
+
+    def run_config(self, out: str) -> RunConfig:
+        return RunConfig(out, self.batch_size, self.progress, self.overwrite)
+
+
 @dataclass(frozen=True)
 class Shard:
     rank: int = 0
