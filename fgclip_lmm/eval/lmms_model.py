@@ -343,4 +343,8 @@ class FGClipLlava(lmms):
         return results
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
-        raise NotImplementedError("fgclip_llava does not implement multi-round generation")
+        """lmms-eval declares this abstract; no task this plugin targets is multi-round, so such a task fails
+        loudly instead of being answered turn-by-turn without its history."""
+        tasks = sorted({req.task_name for req in requests})
+        raise NotImplementedError(f"fgclip_llava answers single-turn generate_until tasks only; multi-round "
+                                  f"task(s) {tasks} need a chat model (e.g. lmms-eval's llava_hf)")

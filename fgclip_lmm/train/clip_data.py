@@ -21,7 +21,8 @@ class ClipData:
     policy: BadRecordPolicy
 
     def loader(self, micro_batch: int, num_workers: int) -> DataLoader:
-        self.dataset.set_epoch(self.sampler.epoch) if hasattr(self.dataset, "set_epoch") else None
+        if hasattr(self.dataset, "set_epoch"):  # per-sample RNG (box phrase choice) is seeded by epoch
+            self.dataset.set_epoch(self.sampler.epoch)
         return DataLoader(self.dataset, batch_size=micro_batch, sampler=self.sampler, collate_fn=self.collator,
                           num_workers=num_workers, drop_last=True, persistent_workers=False,
                           pin_memory=False)
