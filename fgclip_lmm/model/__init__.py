@@ -2,7 +2,8 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_fgclip import FGCLIPConfig
-from .convert import convert_checkpoint, load_clip_vision_model
+from .convert import convert_checkpoint
+from .loading import load_clip_vision_model
 from .modeling_fgclip import FGCLIPModel
 from .positions import stretch_positions
 
