@@ -12,7 +12,8 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
 from transformers.utils import logging
 
-from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, main, read_meta
+from fgclip_lmm.commands.assemble import main
+from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, read_meta
 from fgclip_lmm.lmm.dataset import LmmCollator, dummy_pixel_values, image_seq_length
 from fgclip_lmm.lmm.encode import encode_sample
 from fgclip_lmm.lmm.export import save_projector

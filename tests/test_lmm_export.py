@@ -19,7 +19,7 @@ from transformers.utils import logging
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
 from fgclip_lmm.lmm.export import NON_LORA_FILE, merge_peft, save_full, save_lora
 from fgclip_lmm.lmm.forward import lmm_forward
-from fgclip_lmm.lmm.merge_lora import main as merge_main
+from fgclip_lmm.commands.merge_lora import main as merge_main
 from fgclip_lmm.lmm.tiny import write_tiny_clip, write_tiny_llm
 from fgclip_lmm.lmm.tuning import LmmTuning, apply_tuning
 

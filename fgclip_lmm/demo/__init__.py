@@ -6,11 +6,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .config import PRESETS
-from .pipeline import DemoPaths, build_stages
-from .stages import StageRunner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="override the world size")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from completed stages")
     args = parser.parse_args(argv)
+    from tqdm.auto import tqdm  # the pipeline (torch) is imported only after the arguments parse
+
+    from .pipeline import DemoPaths, build_stages
+    from .stages import StageRunner
+
     cfg = PRESETS["tiny" if args.tiny else "default"]
     if args.images:
         cfg = replace(cfg, images=args.images)

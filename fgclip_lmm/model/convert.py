@@ -4,7 +4,6 @@ Safetensors only, with the source's tokenizer / processor files; the formats the
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -24,13 +23,3 @@ def convert_checkpoint(src: str | Path, out: str | Path) -> Path:
         if (src_dir / name).is_file():
             shutil.copy2(src_dir / name, out / name)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fgclip-lmm convert", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="hub id or directory: ours, official qihoo360/fg-clip-*, or openai/clip-vit-*")
-    parser.add_argument("out", help="output directory")
-    args = parser.parse_args(argv)
-    out = convert_checkpoint(args.src, args.out)
-    print(f"wrote {out}")
-    return 0

@@ -20,31 +20,18 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Light imports only (no torch): `--help` and argument errors answer before the model code is imported.
 from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
 
-from .benches import (
-    BenchResult,
-    box_image_mask,
-    prepare_images,
-    run_boxcls,
-    run_fgovd,
-    run_retrieval,
-    run_zeroshot,
-)
-from .encode import (
-    ClipEncoder,
-    EncoderSettings,
-    check_model_path,
-    default_device,
-    dtype_of,
-    has_tokenizer_files,
-    load_checkpoint,
-)
 from .formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
 from .formats_global import RETRIEVAL_FORMATS, read_image_folder, read_retrieval
-from .synth import DataSpec, read_synth_zeroshot, resolve_data
 from .templates import BUILTIN, load_templates
+
+if TYPE_CHECKING:
+    from .benches import BenchResult
+    from .synth import DataSpec
 
 BENCHES = ("fgovd", "boxcls", "retrieval", "zeroshot")
 SPLIT_ORDER = ("hard", "medium", "easy", "trivial")
@@ -98,6 +85,9 @@ def _fgovd_files(path: Path) -> list[Path]:
 
 def read_data(args, spec: DataSpec, policy: BadRecordPolicy):
     """Read and validate the bench's data and check its image files: (data, image mask, records read)."""
+    from .benches import box_image_mask, prepare_images
+    from .synth import DataSpec, read_synth_zeroshot
+
     path = spec.path
     image_root = Path(args.image_root).expanduser() if args.image_root else spec.image_root
     if not path.exists():
@@ -121,6 +111,18 @@ def read_data(args, spec: DataSpec, policy: BadRecordPolicy):
 
 
 def run(args) -> tuple[BenchResult, dict]:
+    from .benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
+    from .encode import (
+        ClipEncoder,
+        EncoderSettings,
+        check_model_path,
+        default_device,
+        dtype_of,
+        has_tokenizer_files,
+        load_checkpoint,
+    )
+    from .synth import resolve_data
+
     started = time.time()
     settings = EncoderSettings(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                                image_size=args.image_size, device=args.device or default_device(),
