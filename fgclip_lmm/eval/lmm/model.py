@@ -18,6 +18,12 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns.
+
+`batch_size` and `device` can come from `--model_args` or from lmms-eval's `--batch_size` / `--device` flags;
+when both are given, `--model_args` wins (lmms-eval always passes its flag, `--batch_size` defaulting to 1, so
+an explicit `batch_size=8` in the model arguments would otherwise be overridden or, in lmms-eval's own
+`create_from_arg_string`, raise "multiple values for keyword argument"). `batch_size` is a positive integer
+(lmms-eval's `auto` is not supported).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
+from fgclip_lmm.eval.lmm.checkpoint import check_checkpoint
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.requests import (
     GenerationSettings,
@@ -67,26 +74,31 @@ class YesNoScore:
         return self.p_yes / total if total > 0 else 0.5
 
 
-def check_checkpoint(pretrained: str) -> None:
-    """Fail early and clearly on a missing or non-LLaVA local checkpoint (hub ids are left to transformers)."""
-    path = Path(pretrained).expanduser()
-    looks_local = path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
-    if not looks_local:
-        return
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {pretrained}")
-    config = path / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{pretrained} has no config.json: not a Hugging Face checkpoint")
-    model_type = json.loads(config.read_text()).get("model_type")
-    if model_type != "llava":
-        raise ValueError(f"{pretrained} has model_type={model_type!r}; fgclip_llava needs a 'llava' export")
+def parse_batch_size(value: int | str) -> int:
+    """A positive integer from `--model_args batch_size=N` or lmms-eval's `--batch_size N`."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"fgclip_llava: batch_size must be a positive integer, got {value!r} "
+                         "(lmms-eval's 'auto' is not supported)") from None
+    if size < 1:
+        raise ValueError(f"fgclip_llava: batch_size must be >= 1, got {size}")
+    return size
 
 
 class FGClipLlava(lmms):
     """lmms-eval simple model for HF LLaVA exports (FG-CLIP or CLIP tower); see the module docstring."""
 
     is_simple = True
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> FGClipLlava:
+        """lmms-eval's constructor path: `--model_args` first, then the flags it adds that the arguments lack."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        flags = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **flags)
 
     def __init__(self, pretrained: str, device: str | None = None, dtype: str = "auto", batch_size: int | str = 1,
                  max_new_tokens: int = 128, normalize_yes_no: bool | str = "auto", yes_no_rule: str = "llava",
@@ -103,6 +115,7 @@ class FGClipLlava(lmms):
             raise ValueError(f"yes_no_rule must be llava or strict, got {yes_no_rule!r}")
         if loglikelihood_returns not in {"nll", "logprob"}:
             raise ValueError(f"loglikelihood_returns must be nll or logprob, got {loglikelihood_returns!r}")
+        batch_size = parse_batch_size(batch_size)
         check_checkpoint(str(pretrained))
         accelerator = Accelerator()
         self.accelerator = accelerator
@@ -128,7 +141,7 @@ class FGClipLlava(lmms):
             template = Path(template).read_text()
         self.chat_template = template or VICUNA_CHAT_TEMPLATE
         self.pretrained = str(pretrained)
-        self.batch_size_per_gpu = max(1, int(batch_size))
+        self.batch_size_per_gpu = batch_size
         self.max_new_tokens = int(max_new_tokens)
         self.normalize_yes_no = str(normalize_yes_no).lower()
         self.strict_yes_no = yes_no_rule == "strict"

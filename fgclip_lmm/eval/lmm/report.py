@@ -128,7 +128,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
     """Markdown tables: POPE (per split, mean F1, pooled), pair tasks, calibration, other metrics."""
     lines = [f"# eval-lmm: {header.get('model')}", ""]
-    lines += [f"- {k}: {v}" for k, v in header.items() if k != "model"] + [""]
+    lines += [f"- {k}: {v}" for k, v in header.items() if k not in ("model", "lmms_eval_command")] + [""]
+    if header.get("lmms_eval_command"):
+        lines += ["The same evaluation through lmms-eval's own CLI (our tasks need `--include_path`):", "", "```bash",
+                  *header["lmms_eval_command"], "```", ""]
     for family, block in report["pope"].items():
         lines += [f"## POPE ({family}): F1 per split and their mean (LLaVA protocol)", "",
                   "| split | n | accuracy | precision | recall | F1 | model yes-rate | GT yes-rate | unparsed | AUROC P(yes) |",
