@@ -104,7 +104,12 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
     series = {label: {t: nums.series(d / "metrics.jsonl", t) for t in
                       ("loss", "global_long", "global_short", "region", "hard_neg", "eval/hard_neg_acc")}
               for label, d in runs.items()}
-    b.img(plots.loss_curves(out / "loss_curves.png", series), "loss terms and val hard-negative accuracy per step")
+    continued = {"CLIP continued": cfg.stage1_steps, "FG-CLIP stage 2": cfg.stage1_steps}  # they log from step 0
+    b.img(plots.loss_curves(out / "loss_curves.png", series, offsets=continued, boundary=cfg.stage1_steps),
+          "loss terms and val hard-negative accuracy per global step")
+    b.p(f"Loss terms and the validation hard-negative accuracy against the global step: both encoders share the first "
+        f"{cfg.stage1_steps} steps (stage 1), after which CLIP continues stage 1 and FG-CLIP trains stage 2 (the "
+        "regional and hard-negative panels are FG-CLIP's only). One colour per run in every panel.")
     rows = []
     for label, d in runs.items():
         metrics = d / "metrics.jsonl"
@@ -153,6 +158,10 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
     b.img(plots.similarity_heatmaps(out / "heatmaps.png", {n: paths.encoder[n] / "hf" for n in ENCODERS},
                                     world.path("finehard", "test"), world.image_root, cfg.image_size,
                                     cfg.heatmap_images), "dense-feature similarity to a box phrase")
+    b.p("Left: a test image with one object's box (white) and its phrase. Then, per encoder, the cosine similarity of "
+        "each image patch's dense feature to that phrase's text feature (short-caption path); bright = similar, each "
+        "map has its own colour bar, the dashed box marks the object. An encoder that localises the phrase is "
+        "bright inside the box and dark elsewhere.")
 
     b.h("Where FG-CLIP did not help")
     worse = [(m, c, f) for m, c, f in deltas if f <= c]
