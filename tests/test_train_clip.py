@@ -12,11 +12,13 @@ import torch
 from clip_fixture import write_mini_world
 from fgclip_lmm.model import FGCLIPModel
 from fgclip_lmm.train.clip_config import ClipTrainConfig
-from fgclip_lmm.train.clip_trainer import PRESETS, check_finite
+from fgclip_lmm.train.clip_trainer import PRESETS
 from fgclip_lmm.train.config_io import ConfigError, load_config
+from fgclip_lmm.train.loop import check_finite
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+       "FGCLIP_TEST_MARKERS": "1"}  # FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM lines
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def test_non_finite_loss_names_step_and_term():
 def test_freeze_patterns_and_official_parameter_groups(world, tmp_path):
     from transformers import AutoTokenizer
 
-    from fgclip_lmm.train.clip_trainer import build_model, param_groups
+    from fgclip_lmm.train.clip_task import build_model, param_groups
 
     cfg = load_config(ClipTrainConfig, args(world, tmp_path / "x") + [
         "--freeze", "^vision_model\\.embeddings,text_model\\.encoder\\.layers\\.0\\.", "--text_lr", "1e-5"], PRESETS)

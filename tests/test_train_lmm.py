@@ -14,7 +14,8 @@ from fgclip_lmm.lmm.tiny import write_tiny_llm
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+       "FGCLIP_TEST_MARKERS": "1"}  # FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM lines
 
 
 @pytest.fixture(scope="module")
