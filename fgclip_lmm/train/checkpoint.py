@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .common_config import COMPLETE
 from .config_io import ConfigError
-
-COMPLETE = "COMPLETE"
 
 
 def step_dir(root: Path, step: int) -> Path:

@@ -11,6 +11,7 @@ from ..presets import PresetError, resolve_deepspeed_json
 from .config_io import ConfigError, option
 
 PRECISIONS = ("auto", "bf16", "fp32")
+COMPLETE = "COMPLETE"  # the marker file of a finished checkpoint (checkpoint.py writes it)
 BAD_RECORD_POLICIES = ("error", "skip")
 
 
@@ -57,6 +58,9 @@ class TrainConfig:
             raise ConfigError("config key 'data_path' is required")
         if not Path(self.data_path).exists():
             raise ConfigError(f"config key 'data_path': {self.data_path} does not exist")
+        if self.resume not in ("", "auto") and not (Path(self.resume) / COMPLETE).is_file():
+            raise ConfigError(f"config key 'resume': {self.resume} is not a complete checkpoint (no {COMPLETE} "
+                              "marker); use auto for the newest one in output_dir")
         if not self.output_dir:
             raise ConfigError("config key 'output_dir' is required")
         if len(self.betas) != 2:
