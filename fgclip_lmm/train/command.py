@@ -34,8 +34,12 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def markers_enabled() -> bool:
-    return env_flag(MARKERS_ENV)
+def marker(text: str) -> None:
+    """A machine-read line (tests, debugging), only under FGCLIP_TEST_MARKERS=1; one write call, so lines of
+    ranks sharing the launcher's unbuffered stdout (`python -u`) cannot interleave inside it."""
+    if env_flag(MARKERS_ENV):
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -98,8 +102,8 @@ def run_command(spec: TrainerSpec, argv: list[str] | None) -> int:
         return code
     if lock is not None:
         lock.release()
-    if rank == 0 and markers_enabled():
-        print(f"FGCLIP_TRAIN_DONE {result.model_dir}", flush=True)
+    if rank == 0:
+        marker(f"FGCLIP_TRAIN_DONE {result.model_dir}")
     hard_exit(0)
     return 0
 

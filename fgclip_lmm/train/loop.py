@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import report as data_report
-from .command import markers_enabled
+from .command import MARKERS_ENV, env_flag, marker
 from .config_io import dump_config
 from .flops import measure_matmul_peak
 from .metrics_log import MetricsLogger
@@ -121,9 +121,9 @@ def run_training(task: TrainTask) -> TrainResult:
         if logger.dropped:
             logger.write(f"{logger.path}: dropped {logger.dropped} row(s) past step {step} left by the earlier run")
         progress = train_steps(task, engine, scheduler, logger, step, total, bf16, peak)
-        if markers_enabled():  # ranks must agree (tests of the multi-process runs)
+        if env_flag(MARKERS_ENV):  # ranks must agree (tests of the multi-process runs)
             checksum = sum(float(p.detach().double().sum()) for p in engine.module.parameters())
-            print(f"FGCLIP_PARAM_CHECKSUM rank={rank} {checksum:.10e}", flush=True)
+            marker(f"FGCLIP_PARAM_CHECKSUM rank={rank} {checksum:.10e}")
         model_dir = task.export(engine, out)
     except Exception:
         if logger is not None:
