@@ -61,7 +61,8 @@ def test_config_errors_exit_2_in_one_line(tmp_path):
     data.write_text("[]")
     cases = {("--config", "stage9"): "known presets: ['stage1_b16'",
              ("--config", "tiny_stage1", "--learning_rate", "1"): "unknown config key(s) ['learning_rate']",
-             ("--config", "tiny_stage1", "--stage", "stage3"): "config key 'stage': 'stage3' is not one of stage1|stage2",
+             ("--config", "tiny_stage1", "--stage", "stage3"):
+                 "config key 'stage': 'stage3' is not one of stage1|stage2",
              ("--config", "tiny_stage1", "--precision", "fp16"): "config key 'precision': 'fp16' is not one of",
              ("--config", "tiny_stage1", "--data_path", str(tmp_path / "no.json")): "'data_path': ",
              ("--data_path", str(data), "--output_dir", str(tmp_path / "o"), "--resume", str(tmp_path)):

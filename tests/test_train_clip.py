@@ -1,7 +1,6 @@
 """train_clip on the DeepSpeed engine (subprocesses, as DeepSpeed may abort at interpreter exit)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""`ClipTrainConfig`: every knob of FG-CLIP training in one typed, flat dataclass (presets in fgclip_lmm/presets/clip/)."""
+"""`ClipTrainConfig`: every knob of FG-CLIP training in one typed, flat dataclass (presets in
+fgclip_lmm/presets/clip/)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -58,8 +58,9 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     if bad.any():
-        raise FloatingPointError(f"step {step}: loss term(s) {[n for n, b in zip(names, bad) if b]} became "
-                                 f"non-finite ({ {n: float(terms[n]) for n in names} })")
+        failed = [n for n, b in zip(names, bad, strict=True) if b]
+        raise FloatingPointError(f"step {step}: loss term(s) {failed} became non-finite "
+                                 f"({ {n: float(terms[n]) for n in names} })")
 
 
 def planned_steps(task: TrainTask) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+
 import torch
 
 from ..presets import resolve_deepspeed_json

@@ -121,7 +121,7 @@ class TrainTask(ABC):
         """Periodic evaluation results to log at `step`, or {} when none is due."""
         return {}
 
-    def checkpoint_export(self, engine, staging: Path) -> None:
+    def checkpoint_export(self, engine, staging: Path) -> None:  # noqa: B027  (optional hook, nothing by default)
         """Extra files inside each checkpoint (runs on every rank: ZeRO-3 gathers collectively)."""
 
     def describe(self) -> str:
