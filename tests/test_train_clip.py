@@ -1,6 +1,7 @@
 """train_clip on the DeepSpeed engine (subprocesses, as DeepSpeed may abort at interpreter exit)."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,19 @@ def test_every_record_bad_under_skip_prints_and_writes_the_report_then_one_line(
     assert report["skipped"] == {"missing_image": 3} and report["total_skipped"] == 3
     assert report["total_truncated"] == 0 and len(report["examples"]["missing_image"]) == 3
     assert not (tmp_path / "out" / "run.lock").exists()
+
+
+def test_bad_record_met_in_a_dataloader_worker_is_one_line_under_error(world, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in world["images"].iterdir():
+        (images / image.name).write_bytes(b"not an image")
+    proc = run(args(world, tmp_path / "out", "--image_root", str(images), "--on_bad_record", "error",
+                    "--num_workers", "1", "--max_steps", "1"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"train-clip: error: {re.escape(str(world['finehard']))} record \d+, field 'f_path': "
+                        r"cannot decode .*\[corrupt_image\]", last), last
 
 
 def test_config_errors_name_the_key(world, tmp_path):

@@ -33,6 +33,10 @@ from .templates import Template, get_template
 PADDING_SIDES = ("right", "left")
 
 
+class NoUsableSampleError(ValueError):
+    """Every sample failed encoding under `on_bad_record: skip` (e.g. all longer than `model_max_length`)."""
+
+
 class ProcessorImageLoader:
     """`load(path) -> (3,H,W)` through an HF image processor; plugs into the [data] readers' `preprocessor` slot."""
 
@@ -129,7 +133,8 @@ class LmmSupervisedDataset(Dataset):
             if truncated:
                 self._cut[candidate] = True
             return sample
-        raise RuntimeError(f"LmmSupervisedDataset: none of the {n} samples can be encoded (skipped: {self.skipped})")
+        raise NoUsableSampleError(f"LmmSupervisedDataset: none of the {n} samples can be encoded "
+                                  f"(skipped: {self.skipped})")
 
     def _encode(self, raw: dict) -> tuple[dict, bool]:
         pixels = raw["pixel_values"]

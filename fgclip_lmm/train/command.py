@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from .rundir import RunDirError, RunLock, ensure_writable
 
 DEBUG_ENV = "FGCLIP_DEBUG"
 MARKERS_ENV = "FGCLIP_TEST_MARKERS"
+# torch re-raises an error of a DataLoader worker as RuntimeError (or its own type, if one argument builds it) with
+# the worker's traceback in the message; `user_message` recognises it by this first line.
+WORKER_ERROR = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.")
 
 
 @dataclass(frozen=True)
@@ -46,16 +50,31 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's config or data, reported in one line (imported late: they live beside torch)."""
     from ..data.bad_records import BadRecordError
     from ..data.text import TextTooLongError
+    from ..lmm.dataset import NoUsableSampleError
     from ..lmm.encode import SampleError
-    from .loop import TrainDataError
+    from .task import TrainDataError
 
-    return ConfigError, RunDirError, TrainDataError, BadRecordError, TextTooLongError, SampleError
+    return (ConfigError, RunDirError, TrainDataError, BadRecordError, TextTooLongError, SampleError,
+            NoUsableSampleError)
 
 
-def fail(command: str, error: BaseException, debug: bool) -> int:
+def user_message(error: BaseException, kinds: tuple[type[BaseException], ...]) -> str | None:
+    """The one-line message of a user error (also one raised inside a DataLoader worker); None for other errors."""
+    text = str(error)
+    worker = WORKER_ERROR.match(text)
+    if worker:
+        if worker.group(1) not in {kind.__name__ for kind in kinds}:
+            return None
+        last = [line for line in text.splitlines() if line.strip()][-1]  # "package.module.Class: message"
+        return last.split(": ", 1)[-1].strip()
+    if not isinstance(error, kinds):
+        return None
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def fail(command: str, error: BaseException, message: str, debug: bool) -> int:
     if debug:
         traceback.print_exception(error)
-    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     print(f"{command}: error: {message}", file=sys.stderr, flush=True)
     return 2
 
@@ -85,7 +104,7 @@ def run_command(spec: TrainerSpec, argv: list[str] | None) -> int:
         config = load_config(spec.config_cls, argv, spec.kind)
         lock = claim_output_dir(Path(config.output_dir), rank)
     except (ConfigError, RunDirError) as error:  # before any process group or model exists
-        return fail(spec.command, error, debug)
+        return fail(spec.command, error, user_message(error, (ConfigError, RunDirError)), debug)
     try:
         module, name = spec.task.split(":")
         task = getattr(importlib.import_module(module), name)(config)
@@ -95,9 +114,10 @@ def run_command(spec: TrainerSpec, argv: list[str] | None) -> int:
     except Exception as error:
         if lock is not None:
             lock.release()
-        if not isinstance(error, user_errors()):
+        message = user_message(error, user_errors())
+        if message is None:
             raise
-        code = fail(spec.command, error, debug)
+        code = fail(spec.command, error, message, debug)
         hard_exit(code)
         return code
     if lock is not None:
