@@ -1,111 +1,99 @@
-"""Time to first output of `fgclip-lmm` commands: `--help` and an argument error, before vs after a change.
+"""Command start-up latency: how long `fgclip-lmm --help`, every command's `--help` and argument / config errors take
+to answer (the goal is < 2 s: arguments and configs are parsed and validated before torch, transformers,
+DeepSpeed and lmms-eval load).
 
-Each case is one fresh process (`fgclip-lmm ARGS`, the installed console script, else the same entry point through
-`python -c`), run against two source trees: `before` = `git archive BASELINE fgclip_lmm` unpacked in a temporary
-directory, `after` = this checkout. The two trees are timed interleaved (A, B, B, A, ...) for every case, and the
-table gives median wall seconds and the ratio before / after. The goal is that `--help` and argument errors of
-every non-trainer command answer within 2 s: torch, transformers, DeepSpeed and lmms-eval are imported only after
-the arguments parse.
+Each command runs as a fresh process through the venv's `fgclip-lmm` console script, with PYTHONPATH pointing at
+the tree under test. `--before DIR` (an older checkout, e.g. `git archive f8ca5a4 | tar -x -C /tmp/before`) or
+`--baseline REF` (the same, done here in a temporary directory) adds a second tree, timed interleaved with this
+one; the table gives the medians per tree and their ratio. This tree's exit codes are checked (0 for help, 2 for an
+argument or config error) so a crash cannot look fast; the older tree's are recorded as they were (at f8ca5a4,
+`train-clip --help` crashed with exit 1 after importing torch, and `tiny-llm` did not exist: exit 2).
 
-    python benchmarks/bench_cli_startup.py                    # baseline: the commit before the lazy imports
-    python benchmarks/bench_cli_startup.py --baseline HEAD~3 --repeats 5
+    python benchmarks/bench_cli_startup.py --baseline f8ca5a4
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BASELINE = "f8ca5a4"  # main before the lazy-import change (the "package: layout" commit)
-# (label, argv): every non-trainer command's --help, then argument errors that need no files.
-CASES: list[tuple[str, list[str]]] = [
-    ("--help", ["--help"]),
-    ("synth --help", ["synth", "--help"]),
-    ("convert --help", ["convert", "--help"]),
-    ("assemble --help", ["assemble", "--help"]),
-    ("merge-lora --help", ["merge-lora", "--help"]),
-    ("eval-clip --help", ["eval-clip", "--help"]),
-    ("eval-lmm --help", ["eval-lmm", "--help"]),
-    ("datagen --help", ["datagen", "--help"]),
-    ("demo --help", ["demo", "--help"]),
-    ("tiny-llm --help", ["tiny-llm", "--help"]),
-    ("synth: bad --images", ["synth", "--out", "x", "--images", "many"]),
-    ("assemble: missing --llm", ["assemble", "--tower", "fgclip:x", "--out", "y"]),
-    ("eval-clip: unknown bench", ["eval-clip", "--model", "m", "--bench", "nope", "--data", "d"]),
-    ("eval-lmm: --batch-size 0", ["eval-lmm", "--model", "m", "--tasks", "fgclip_pope", "--out", "o",
-                                  "--batch-size", "0"]),
-    ("merge-lora: bad --dtype", ["merge-lora", "--base", "b", "--adapter", "a", "--out", "o", "--dtype", "int3"]),
-]
-ENTRY = "import sys; sys.argv[0] = 'fgclip-lmm'; from fgclip_lmm.cli import main; sys.exit(main())"
+from common import REPO, base_parser, finish, interleaved, median, ratio, setup, table
+
+SCRIPT = Path(sys.executable).parent / "fgclip-lmm"
+GOAL_S = 2.0
+# name -> (argv, expected exit code)
+COMMANDS = {
+    "--help": (["--help"], 0),
+    **{f"{name} --help": ([name, "--help"], 0)
+       for name in ("synth", "convert", "assemble", "merge-lora", "eval-clip", "eval-lmm", "datagen", "demo",
+                    "tiny-llm")},
+    "synth --images many": (["synth", "--out", "x", "--images", "many"], 2),
+    "assemble (no --llm)": (["assemble", "--tower", "fgclip:x", "--out", "y"], 2),
+    "eval-clip --bench nope": (["eval-clip", "--model", "m", "--bench", "nope", "--data", "d"], 2),
+    "eval-lmm --batch-size 0": (["eval-lmm", "--model", "m", "--tasks", "fgclip_pope", "--out", "o",
+                                 "--batch-size", "0"], 2),
+    "merge-lora --dtype int3": (["merge-lora", "--base", "b", "--adapter", "a", "--out", "o", "--dtype", "int3"], 2),
+    "train-clip --help": (["train-clip", "--help"], 0),
+    "train-clip --config tiny_stage1 --help": (["train-clip", "--config", "tiny_stage1", "--help"], 0),
+    "train-lmm --help": (["train-lmm", "--help"], 0),
+    "train-lmm --micro_batch_size -3": (["train-lmm", "--micro_batch_size", "-3"], 2),
+    "train-clip --config no_such_preset": (["train-clip", "--config", "no_such_preset"], 2),
+}
 
 
-def command(argv: list[str]) -> list[str]:
-    script = Path(sys.executable).parent / "fgclip-lmm"
-    return [str(script), *argv] if script.is_file() else [sys.executable, "-c", ENTRY, *argv]
+def runner(tree: Path, argv: list[str], expected: int | None, codes: list[int]):
+    """A call running `fgclip-lmm ARGV` on `tree`; appends its exit code to `codes`, checks it unless None."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+
+    def call() -> None:
+        proc = subprocess.run([str(SCRIPT), *argv], env=env, cwd=tree, capture_output=True, text=True, timeout=300,
+                              check=False)
+        codes.append(proc.returncode)
+        if expected is not None and proc.returncode != expected:
+            raise RuntimeError(f"{tree}: fgclip-lmm {' '.join(argv)} exited {proc.returncode}, expected {expected}:"
+                               f" {proc.stderr[-500:]}")
+    return call
 
 
-def run_once(tree: Path, argv: list[str]) -> tuple[float, int, str]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run(command(argv), env=env, capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
-    seconds = time.perf_counter() - start
-    first = (proc.stdout or proc.stderr).strip().splitlines()
-    return seconds, proc.returncode, first[0][:60] if first else ""
-
-
-def baseline_tree(ref: str, root: Path) -> Path:
-    archive = root / "baseline.tar"
+def unpack(ref: str, root: Path) -> Path:
+    """The package tree of git `ref`, unpacked under `root`."""
+    archive = root / "before.tar"
     subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), ref, "fgclip_lmm"], check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(root / "tree", filter="data")
     return root / "tree"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/bench_cli_startup.py", description=__doc__.splitlines()[0])
-    p.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the `before` tree (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per case and tree (default 3)")
-    p.add_argument("--only-after", action="store_true", help="time this checkout only (no baseline)")
-    p.add_argument("--out", default="runs/bench/bench_cli_startup.json")
-    args = p.parse_args(argv)
+def main() -> None:
+    parser = base_parser("bench_cli_startup", __doc__, ["cli"])
+    parser.add_argument("--before", type=Path, default=None, help="an older tree to compare with (interleaved)")
+    parser.add_argument("--baseline", default=None, help="a git ref to compare with (unpacked to a temporary dir)")
+    args = parser.parse_args()
+    args.repeats = args.repeats or 3
+    device = setup(args)
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"after": REPO} if args.only_after else {"before": baseline_tree(args.baseline, Path(tmp)),
-                                                          "after": REPO}
-        rows = []
-        for label, case in CASES:
-            times: dict[str, list[float]] = {name: [] for name in trees}
-            codes: dict[str, int] = {}
-            for r in range(args.repeats):
-                for name in trees if r % 2 == 0 else reversed(list(trees)):
-                    seconds, code, _ = run_once(trees[name], case)
-                    times[name].append(seconds)
-                    codes[name] = code
-            row = {"case": label, **{f"{n} s": statistics.median(t) for n, t in times.items()},
-                   **{f"{n} rc": c for n, c in codes.items()}}
-            if "before" in trees:
-                row["before/after"] = row["before s"] / row["after s"]
+        before = unpack(args.baseline, Path(tmp)) if args.baseline else args.before
+        trees = {"after": REPO, **({"before": before.resolve()} if before else {})}
+        rows, results = [], {}
+        for name, (argv, expected) in COMMANDS.items():
+            codes: dict[str, list[int]] = {label: [] for label in trees}
+            calls = {label: runner(tree, argv, expected if label == "after" else None, codes[label])
+                     for label, tree in trees.items()}
+            times = interleaved(calls, device, warmup=args.warmup, repeats=args.repeats)
+            results[name] = {"seconds": times, "exit_codes": codes}
+            row = {"command": f"fgclip-lmm {name}", "after_s": median(times["after"]),
+                   "goal_met": median(times["after"]) < GOAL_S}
+            if "before" in times:
+                row.update(before_s=median(times["before"]), before_exit=sorted(set(codes["before"])),
+                           speedup=ratio(median(times["before"]), median(times["after"])))
             rows.append(row)
-            print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    columns = list(rows[0])
-    widths = [max(len(c), *(len(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])) for r in rows)) for c in columns]
-    print("\n" + "  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for r in rows:
-        print("  ".join((f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])).ljust(w) for c, w in zip(columns, widths)))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"baseline": None if args.only_after else args.baseline, "repeats": args.repeats,
-                               "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(), "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
+    finish("bench_cli_startup", args, device, {"trees": {k: str(v) for k, v in trees.items()}, "times": results,
+                                               "rows": rows},
+           table(rows, title=f"command start-up, median of {args.repeats} fresh processes (goal < {GOAL_S} s)"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
