@@ -15,6 +15,7 @@ from PIL import Image
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
 from fgclip_lmm.data.base import resolve_image_path
+from fgclip_lmm.data.images import load_rgb
 from fgclip_lmm.data.finehard import FineHardConfig, parse_finehard_record
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
 from fgclip_lmm.datagen.runner import WorkItem
@@ -115,13 +116,16 @@ def _same_coords(raw: object, parsed: np.ndarray) -> bool:
 
 def load_images(items: list[WorkItem], image_root: str | None, policy: BadRecordPolicy,
                 source: str) -> list[Image.Image | str]:
-    """RGB images for `items`, or for an image that cannot be read, the rejection reason (after `policy.reject`)."""
+    """RGB images for `items`, or for an image that cannot be read, the rejection reason (after `policy.reject`).
+
+    Images are decoded by the data layer's `load_rgb` (EXIF orientation applied, transparency on white), so the
+    boxes found here are in the frame training sees.
+    """
     out: list[Image.Image | str] = []
     for item in items:
         path = resolve_image_path(item.f_path, image_root, STRIP_PREFIXES)
         try:
-            with Image.open(path) as image:
-                out.append(image.convert("RGB"))
+            out.append(load_rgb(path))
             continue
         except FileNotFoundError:
             reason, detail = BadReason.MISSING_IMAGE, f"image not found: {path}"

@@ -43,6 +43,7 @@ from fgclip_lmm.eval.lmm.requests import (
     build_prompt,
     expand_image_tokens,
     flatten_visuals,
+    rgb_doc,
 )
 
 DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
@@ -175,7 +176,7 @@ class FGClipLlava(lmms):
 
     # -- preparation ----------------------------------------------------------------------------------------------
     def _doc(self, task: str, split: str, doc_id: int) -> dict[str, Any]:
-        return self.task_dict[task][split][doc_id]
+        return rgb_doc(self.task_dict[task][split][doc_id])  # images decoded as in training (EXIF, alpha)
 
     def _prepare(self, index: int, request: Instance, generation: bool) -> PreparedRequest:
         if generation:
