@@ -22,6 +22,7 @@ class BadReason(str, Enum):
     """Every class of bad record the readers detect."""
 
     MISSING_IMAGE = "missing_image"
+    PATH_OUTSIDE_ROOT = "path_outside_root"  # absolute or `..` image path, without allow_paths_outside_root
     CORRUPT_IMAGE = "corrupt_image"
     MISSING_FIELD = "missing_field"
     BOX_OUT_OF_RANGE = "box_out_of_range"

@@ -35,6 +35,8 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
                         help="bad input records / images: count and skip (default), or stop")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier progress for --out (one process)")
+    parser.add_argument("--allow-paths-outside-root", action="store_true",
+                        help="read f_path values that are absolute or leave --images (default: bad record)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--short-caption-prefix", default="a photo of ", help="prepended to short captions, as in training")
     chk.add_argument("--out", default=None, help="also write the report as JSON")
     chk.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
+    chk.add_argument("--allow-paths-outside-root", action="store_true",
+                     help="accept f_path values that are absolute or leave --images (default: rejected)")
 
     mrg = steps.add_parser("merge", help="write OUT.json from every rank's progress")
     mrg.add_argument("--out", required=True)
@@ -109,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_kwargs(args) -> dict:
     return {"out": args.out, "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-            "on_bad_record": args.on_bad_record, "progress": not args.no_progress, "overwrite": args.overwrite}
+            "on_bad_record": args.on_bad_record, "progress": not args.no_progress, "overwrite": args.overwrite,
+            "allow_paths_outside_root": args.allow_paths_outside_root}
 
 
 def _dispatch(args):
@@ -152,7 +157,8 @@ def main(argv: list[str]) -> int:
 
             report = check(CheckConfig(data=args.data, tokenizer=args.tokenizer, image_root=args.images,
                                        num_negatives=args.num_negatives, max_anns=args.max_anns,
-                                       short_caption_prefix=args.short_caption_prefix, out=args.out))
+                                       short_caption_prefix=args.short_caption_prefix, out=args.out,
+                                       allow_paths_outside_root=args.allow_paths_outside_root))
             print(json.dumps(report, indent=2) if args.json else format_report(report))
             return 0
         if args.step == "merge":

@@ -99,7 +99,8 @@ def make_batch_fn(config: GroundConfig, detect: Callable[[], DetectFn], chat: Ca
         counts = [{} for _ in batch]
         phrases = extract_phrases([item.data["caption"] for item in batch], config, chat, counts)
         need = [i for i, p in enumerate(phrases) if p]
-        loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input)
+        loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input,
+                             config.allow_paths_outside_root)
         found: dict[int, list] = {}
         usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, str)]
         if usable:
@@ -137,7 +138,8 @@ def run_ground(config: GroundConfig, detect: DetectFn | None = None, chat: ChatF
     if config.phrases == "llm" and chat is None and not config.phrase_model:
         raise ValueError("--phrases llm needs --phrase-model (a chat LLM checkpoint)")
     policy = BadRecordPolicy(config.on_bad_record)
-    items = finehard_items(config.input, policy, config.image_root, mode="ground")
+    items = finehard_items(config.input, policy, config.image_root, mode="ground",
+                           allow_outside_root=config.allow_paths_outside_root)
     if detect is None:
         from fgclip_lmm.datagen.detector import OpenVocabDetector
 

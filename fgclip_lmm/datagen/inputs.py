@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
-from fgclip_lmm.data.base import resolve_image_path
+from fgclip_lmm.data.base import PathOutsideRootError, resolve_image_path
 from fgclip_lmm.data.images import load_rgb
 from fgclip_lmm.data.finehard import FineHardConfig, parse_finehard_record
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
@@ -58,7 +58,7 @@ def _skip_diff(policy: BadRecordPolicy, before: dict[str, int]) -> Counter:
 
 
 def finehard_items(input_path: str, policy: BadRecordPolicy, image_root: str | None, mode: str,
-                   num_negatives: int = 10) -> list[WorkItem]:
+                   num_negatives: int = 10, allow_outside_root: bool = False) -> list[WorkItem]:
     """Validated FineHARD records as work items.
 
     `mode`: "ground" validates the record without its boxes (they are replaced), "negatives" validates boxes but
@@ -66,7 +66,8 @@ def finehard_items(input_path: str, policy: BadRecordPolicy, image_root: str | N
     """
     config = FineHardConfig(data_path=input_path, image_root=image_root, strip_prefixes=STRIP_PREFIXES,
                             max_boxes=1 << 30, num_hard_negatives=num_negatives, short_caption_prefix="",
-                            on_bad_record=policy.on_bad_record, check_image_paths=image_root is not None)
+                            on_bad_record=policy.on_bad_record, check_image_paths=image_root is not None,
+                            allow_paths_outside_root=allow_outside_root)
     items: list[WorkItem] = []
     for path in resolve_data_files(input_path):
         for index, raw in read_records(path, policy):
@@ -115,7 +116,7 @@ def _same_coords(raw: object, parsed: np.ndarray) -> bool:
 
 
 def load_images(items: list[WorkItem], image_root: str | None, policy: BadRecordPolicy,
-                source: str) -> list[Image.Image | str]:
+                source: str, allow_outside_root: bool = False) -> list[Image.Image | str]:
     """RGB images for `items`, or for an image that cannot be read, the rejection reason (after `policy.reject`).
 
     Images are decoded by the data layer's `load_rgb` (EXIF orientation applied, transparency on white), so the
@@ -123,10 +124,12 @@ def load_images(items: list[WorkItem], image_root: str | None, policy: BadRecord
     """
     out: list[Image.Image | str] = []
     for item in items:
-        path = resolve_image_path(item.f_path, image_root, STRIP_PREFIXES)
         try:
+            path = resolve_image_path(item.f_path, image_root, STRIP_PREFIXES, allow_outside_root)
             out.append(load_rgb(path))
             continue
+        except PathOutsideRootError as error:
+            reason, detail = BadReason.PATH_OUTSIDE_ROOT, str(error)
         except FileNotFoundError:
             reason, detail = BadReason.MISSING_IMAGE, f"image not found: {path}"
         except Exception as error:  # PIL raises many types for undecodable files  # noqa: BLE001

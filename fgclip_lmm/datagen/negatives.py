@@ -215,7 +215,8 @@ def make_batch_fn(config: NegativesConfig, chat: Callable[[], ChatFn] | None):
 def run_negatives(config: NegativesConfig, chat: ChatFn | None = None, shard: Shard | None = None) -> RunResult:
     """Run the step; `chat` replaces the HF LLM (tests, custom backends)."""
     policy = BadRecordPolicy(config.on_bad_record)
-    items = finehard_items(config.input, policy, config.image_root, mode="negatives", num_negatives=config.num_negatives)
+    items = finehard_items(config.input, policy, config.image_root, mode="negatives", num_negatives=config.num_negatives,
+                           allow_outside_root=config.allow_paths_outside_root)
     get_chat = None
     if not config.rules_only:
         if chat is None:

@@ -107,7 +107,8 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
     short_q = TextQuality(min_words=config.short_min_words)
 
     def batch_fn(batch: list[WorkItem]) -> list[Outcome]:
-        loaded = load_images(batch, config.image_root, policy, config.input or config.image_root)
+        loaded = load_images(batch, config.image_root, policy, config.input or config.image_root,
+                             config.allow_paths_outside_root)
         good = [i for i, image in enumerate(loaded) if not isinstance(image, str)]
         images = [loaded[i] for i in good]
         seed = config.seed + batch[0].index

@@ -74,6 +74,7 @@ class StepSettings:
     on_bad_record: str = "skip"
     progress: bool = True
     overwrite: bool = False
+    allow_paths_outside_root: bool = False  # absolute / `..` f_path values are bad records unless true
 
     def run_config(self, out: str) -> RunConfig:
         return RunConfig(out, self.batch_size, self.progress, self.overwrite)

@@ -27,6 +27,7 @@ class ClipTrainConfig:
     data_path: str = ""                   # stage1 pairs or FineHARD (file, .txt list or directory)
     data_format: str = "auto"             # auto (stage1: pairs, stage2: finehard) | pairs | finehard
     image_root: str = ""
+    allow_paths_outside_root: bool = False  # absolute / `..` image paths are bad records unless true
     strip_prefixes: list[str] = field(default_factory=lambda: ["grit-20m/data-12m/"])
     image_size: int = 224
     max_boxes: int = 4

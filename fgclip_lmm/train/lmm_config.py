@@ -23,6 +23,7 @@ class LmmTrainConfig:
     lora_dropout: float = 0.05
     data_path: str = ""                 # LLaVA JSON (file, .txt list or directory)
     image_root: str = ""
+    allow_paths_outside_root: bool = False  # absolute / `..` image paths are bad records unless true
     on_bad_record: str = "skip"
     model_max_length: int = 2048
     group_by_modality_length: bool = True

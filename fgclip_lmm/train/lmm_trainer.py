@@ -77,7 +77,8 @@ def build(cfg: LmmTrainConfig, rank: int, world: int):
     image_size = processor.image_processor.crop_size["height"] if getattr(
         processor.image_processor, "crop_size", None) else processor.image_processor.size["height"]
     reader = LlavaJsonDataset(LlavaConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
-                                          image_size=image_size, on_bad_record=cfg.on_bad_record))
+                                          image_size=image_size, on_bad_record=cfg.on_bad_record,
+                                          allow_paths_outside_root=cfg.allow_paths_outside_root))
     dataset = LmmSupervisedDataset(reader, processor, template, cfg.model_max_length)
     lengths = dataset.modality_lengths if cfg.group_by_modality_length else dataset.lengths
     sampler = GroupedBatchSampler(lengths, cfg.micro_batch_size, world, rank, cfg.seed,
