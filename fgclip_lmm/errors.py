@@ -74,8 +74,8 @@ def _weight_file_in_traceback(exc: BaseException) -> str | None:
 
 def _pickle_detail(message: str) -> str:
     """What the weights-only unpickler refused, without torch's advice to disable it."""
-    match = re.search(r"(Unsupported global|unsupported GLOBAL|Unsupported operand)[^\n.]*", message)
-    return match.group(0).strip() if match else "the file is not a plain tensor pickle"
+    match = re.search(r"(?:Unsupported global|unsupported GLOBAL):?\s*(?:GLOBAL\s+)?([\w.]+[\w])", message)
+    return f"it references {match.group(1)}" if match else "it is not a plain tensor pickle"
 
 
 def describe_checkpoint_failure(exc: BaseException, source: str | None = None) -> str | None:

@@ -15,6 +15,8 @@ from typing import Literal
 
 import torch
 
+from fgclip_lmm.errors import FGClipError
+
 OnBadRecord = Literal["error", "skip"]
 
 
@@ -36,7 +38,7 @@ class BadReason(str, Enum):
 REASONS: tuple[BadReason, ...] = tuple(BadReason)
 
 
-class BadRecordError(ValueError):
+class BadRecordError(FGClipError, ValueError):
     """A bad record under `on_bad_record: error`; the message names file, record index and field."""
 
     def __init__(self, reason: BadReason, source: str, index: int | None, field: str | None, detail: str):

@@ -8,16 +8,16 @@
 
 Every step resumes where it stopped (finished items are skipped), shows a progress bar, and shards over the
 processes of `torchrun` / `accelerate launch` (RANK / WORLD_SIZE). Prompts accept `@path` to read a file.
-Exit status: 0 done (or this rank done, others pending), 2 bad arguments or input.
+Exit status: 0 done (or this rank done, others pending), 2 bad arguments or input (one line; --debug for the
+traceback).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from fgclip_lmm.data.bad_records import BadRecordError
+from fgclip_lmm.errors import run_command
 
 STEPS = ("recaption", "ground", "negatives", "check", "merge")
 
@@ -150,26 +150,26 @@ def _print_stats(stats: dict, out: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    return run_command("datagen", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.step == "check":
-            from fgclip_lmm.datagen.check import CheckConfig, check, format_report
+    if args.step == "check":
+        from fgclip_lmm.datagen.check import CheckConfig, check, format_report
 
-            report = check(CheckConfig(data=args.data, tokenizer=args.tokenizer, image_root=args.images,
-                                       num_negatives=args.num_negatives, max_anns=args.max_anns,
-                                       short_caption_prefix=args.short_caption_prefix, out=args.out,
-                                       allow_paths_outside_root=args.allow_paths_outside_root))
-            print(json.dumps(report, indent=2) if args.json else format_report(report))
-            return 0
-        if args.step == "merge":
-            from fgclip_lmm.datagen.runner import merge
+        report = check(CheckConfig(data=args.data, tokenizer=args.tokenizer, image_root=args.images,
+                                   num_negatives=args.num_negatives, max_anns=args.max_anns,
+                                   short_caption_prefix=args.short_caption_prefix, out=args.out,
+                                   allow_paths_outside_root=args.allow_paths_outside_root))
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 0
+    if args.step == "merge":
+        from fgclip_lmm.datagen.runner import merge
 
-            _print_stats(merge(args.out), args.out)
-            return 0
-        result = _dispatch(args)
-    except (ValueError, FileNotFoundError, RuntimeError, BadRecordError) as error:
-        print(f"fgclip-lmm datagen {args.step}: {error}", file=sys.stderr)
-        return 2
+        _print_stats(merge(args.out), args.out)
+        return 0
+    result = _dispatch(args)
     print(f"{args.step}: {result.processed} items in {result.seconds:.1f} s ({result.items_per_second:.2f} items/s)")
     if result.merged:
         _print_stats(result.stats, args.out)

@@ -21,7 +21,16 @@ from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.hf_models import GenerationOptions
 from fgclip_lmm.datagen.inputs import image_items, load_images
 from fgclip_lmm.datagen.quality import TextQuality, clean_caption, degenerate_reason
-from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import (
+    Outcome,
+    RunResult,
+    Shard,
+    StepSettings,
+    WorkItem,
+    lazy,
+    run_step,
+)
+from fgclip_lmm.errors import InputError
 
 DEFAULT_LONG_PROMPT = (
     "Describe this image in detail in one paragraph of 80 to 150 words. Name every clearly visible object and, "
@@ -55,9 +64,9 @@ class RecaptionConfig(StepSettings):
 
     def __post_init__(self) -> None:
         if self.short_source not in ("generate", "input"):
-            raise ValueError(f"short_source must be 'generate' or 'input', got {self.short_source!r}")
+            raise InputError(f"short_source must be 'generate' or 'input', got {self.short_source!r}")
         if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+            raise InputError(f"max_retries must be >= 0, got {self.max_retries}")
 
     def settings(self, model_name: str) -> dict:
         return {"model": model_name, "long_prompt": self.long_prompt, "short_prompt": self.short_prompt,
@@ -151,7 +160,7 @@ def run_recaption(config: RecaptionConfig, generate: ImageGenerateFn | None = No
                   shard: Shard | None = None) -> RunResult:
     """Run the step; `generate` replaces the HF model (tests, custom backends)."""
     if generate is None and not config.model:
-        raise ValueError("recaption needs --model (an image-text-to-text checkpoint)")
+        raise InputError("recaption needs --model (an image-text-to-text checkpoint)")
     policy = BadRecordPolicy(config.on_bad_record)
     items = image_items(config.image_root, config.input, policy)
     if generate is not None:

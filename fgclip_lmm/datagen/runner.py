@@ -30,6 +30,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fgclip_lmm.errors import InputError
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -89,7 +91,7 @@ class Shard:
     def from_env(cls) -> Shard:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if world < 1 or not 0 <= rank < world:
-            raise ValueError(f"invalid launcher environment: RANK={rank}, WORLD_SIZE={world}")
+            raise InputError(f"invalid launcher environment: RANK={rank}, WORLD_SIZE={world}")
         return cls(rank, world)
 
 
@@ -155,11 +157,11 @@ def _check_meta(parts: Path, step: str, settings: dict, items: Sequence[WorkItem
         old = json.loads(path.read_text(encoding="utf-8"))
         for key in ("step", "num_items", "items_sha256"):
             if old.get(key) != meta[key]:
-                raise ValueError(f"{path}: earlier progress has {key}={old.get(key)!r}, this run {meta[key]!r}; "
+                raise InputError(f"{path}: earlier progress has {key}={old.get(key)!r}, this run {meta[key]!r}; "
                                  "the input changed: use a new --out or pass --overwrite")
         changed = sorted(k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k))
         if changed:
-            raise ValueError(f"{path}: settings {changed} differ from the earlier run's; use a new --out or --overwrite")
+            raise InputError(f"{path}: settings {changed} differ from the earlier run's; use a new --out or --overwrite")
         return
     atomic_write_json(path, meta, indent=2)
 
@@ -185,9 +187,9 @@ def scan_progress(parts: Path, items: Sequence[WorkItem] | None = None) -> tuple
                     continue  # an append cut short by a crash: the item is simply not done
                 index = entry.get("index") if isinstance(entry, dict) else None
                 if not isinstance(index, int) or entry.get("status") not in ("ok", "rejected"):
-                    raise ValueError(f"{part} line {number}: not a progress entry (needs index and status)")
+                    raise InputError(f"{part} line {number}: not a progress entry (needs index and status)")
                 if items is not None and (not 0 <= index < len(items) or items[index].f_path != entry.get("f_path")):
-                    raise ValueError(f"{part} line {number}: item {index} is {entry.get('f_path')!r} in the progress "
+                    raise InputError(f"{part} line {number}: item {index} is {entry.get('f_path')!r} in the progress "
                                      "but not in this input; use a new --out or --overwrite")
                 where[index] = (number_of_file, start, len(raw))
     return files, where
@@ -198,13 +200,13 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
     """Process this rank's unfinished items in batches, append their outcomes, and merge when all are done."""
     shard = shard or Shard.from_env()
     if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {config.batch_size}")
     for position, item in enumerate(items):
         if item.index != position:
             raise ValueError(f"work item {position} has index {item.index}; items must be numbered 0..n-1")
     parts = parts_dir(config.out)
     if config.overwrite and shard.world_size > 1:
-        raise ValueError(f"--overwrite with {shard.world_size} ranks would race: delete {parts} before launching")
+        raise InputError(f"--overwrite with {shard.world_size} ranks would race: delete {parts} before launching")
     if config.overwrite and parts.exists():
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
@@ -270,7 +272,7 @@ def merge(out: str | os.PathLike) -> dict:
     files, where = scan_progress(parts)
     missing = [i for i in range(meta["num_items"]) if i not in where]
     if missing:
-        raise RuntimeError(f"{out}: {len(missing)} of {meta['num_items']} items unfinished (first: {missing[:5]}); "
+        raise InputError(f"{out}: {len(missing)} of {meta['num_items']} items unfinished (first: {missing[:5]}); "
                            "rerun the step (any number of ranks) to finish them")
     counts: Counter = Counter()
     rejected: Counter = Counter()

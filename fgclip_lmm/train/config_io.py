@@ -13,11 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import FGClipError
 from ..presets import PresetError, preset_names, resolve_preset
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(FGClipError, ValueError):
+    """A config key that is unknown, mistyped or invalid; the message names the key."""
 
 
 def _convert(name: str, value, annotation):

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
+from fgclip_lmm.data.bad_records import BadRecordPolicy
+from fgclip_lmm.errors import InputError, run_command
 
 from .benches import (
     BenchResult,
@@ -127,7 +128,7 @@ def run(args) -> tuple[BenchResult, dict]:
                                dtype=dtype_of(args.dtype), workers=args.workers, truncation=args.truncation,
                                progress=not args.no_progress)
     if args.batch_size < 1 or args.text_batch_size < 1:
-        raise ValueError("--batch-size and --text-batch-size must be >= 1")
+        raise InputError("--batch-size and --text-batch-size must be >= 1")
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None
     policy = BadRecordPolicy(args.on_bad_record)
     check_model_path(args.model)  # before reading data: a missing checkpoint fails first and fast
@@ -212,12 +213,12 @@ def write_outputs(result: BenchResult, meta: dict, out: Path) -> tuple[Path, Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("eval-clip", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result, meta = run(args)
-    except (FileNotFoundError, DataFormatError, BadRecordError, ValueError, RuntimeError) as error:
-        print(f"fgclip-lmm eval-clip: error: {error}", file=sys.stderr)
-        return 2
+    result, meta = run(args)
     out = Path(args.out) if args.out else Path("runs") / "eval-clip" / args.bench
     json_path, md_path = write_outputs(result, meta, out)
     print(to_markdown(result, meta))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
 from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor, load_rgb
 from fgclip_lmm.data.text import encode_texts
+from fgclip_lmm.errors import InputError, checkpoint_errors
 from fgclip_lmm.model import FGCLIPModel
 from fgclip_lmm.model.boxes import roi_features
 
@@ -77,10 +78,8 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings
     """(model, tokenizer); clear errors for a missing checkpoint, a missing tokenizer or mismatched token ids."""
     check_model_path(model)
     path = Path(model).expanduser()
-    try:
+    with checkpoint_errors(model):
         net = FGCLIPModel.from_pretrained(str(path) if _is_local(model) else model)
-    except (OSError, ValueError) as error:
-        raise RuntimeError(f"--model {model}: could not load the checkpoint: {error}") from error
     from transformers import AutoTokenizer
 
     source = tokenizer
@@ -89,13 +88,14 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings
             raise FileNotFoundError(f"--model {model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
                                     "pass --tokenizer DIR")
         source = str(path) if _is_local(model) else model
-    tok = AutoTokenizer.from_pretrained(source)
+    with checkpoint_errors(source):
+        tok = AutoTokenizer.from_pretrained(source)
     text_cfg = net.config.text_config
     if tok.eos_token_id != text_cfg.eos_token_id:
-        raise ValueError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
+        raise InputError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
                          f"text_config.eos_token_id={text_cfg.eos_token_id}: wrong tokenizer for this checkpoint")
     if len(tok) > text_cfg.vocab_size:
-        raise ValueError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
+        raise InputError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
     return net.to(device=settings.device, dtype=settings.dtype).eval(), tok
 
 
@@ -136,7 +136,7 @@ class ClipEncoder:
         native = model.config.vision_config.image_size
         size = settings.image_size or native
         if size != native:
-            raise ValueError(f"--image-size {size} differs from the checkpoint's vision image_size {native}: its "
+            raise InputError(f"--image-size {size} differs from the checkpoint's vision image_size {native}: its "
                              f"position table is for {native}x{native} (FG-CLIP large evaluates at 336)")
         self.image_size = size
         self.preprocessor = ImagePreprocessor(ImageConfig(size=size))
@@ -261,7 +261,7 @@ def check_images_exist(paths: list[Path], records: list[str], policy: BadRecordP
 def dtype_of(name: str) -> torch.dtype:
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in table:
-        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(table)}")
+        raise InputError(f"--dtype {name!r}: choose one of {', '.join(table)}")
     return table[name]
 
 

@@ -39,12 +39,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fgclip_lmm.errors import InputError, run_command
 from fgclip_lmm.eval.lmm.tasks_dir import (
     HUB_DIR,
     SYNTHETIC_DIR,
@@ -60,7 +60,7 @@ from fgclip_lmm.eval.lmm.tasks_dir import (
 PAIR_TASK_PREFIXES = ("fgclip_attr", "mme")
 
 
-class EvalInputError(ValueError):
+class EvalInputError(InputError):
     """Bad command-line input, reported before evaluation starts."""
 
 
@@ -250,12 +250,12 @@ def run(args: EvalLmmArgs) -> dict[str, Any] | None:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(list(argv))
-    try:
-        report = run(args)
-    except EvalInputError as exc:
-        print(f"fgclip-lmm eval-lmm: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("eval-lmm", _main, list(argv))
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    report = run(args)
     if report is not None:
         print(f"eval-lmm: wrote {args.out / 'eval_lmm.md'} and {args.out / 'eval_lmm.json'}")
     return 0

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
+from fgclip_lmm.errors import checkpoint_errors
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.requests import (
@@ -116,8 +117,9 @@ class FGClipLlava(lmms):
         load_kwargs = {"dtype": torch_dtype}
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
-        self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
-        self.processor = AutoProcessor.from_pretrained(pretrained)
+        with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
+            self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+            self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:

@@ -20,6 +20,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
+from fgclip_lmm.errors import FGClipError
+
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 SYNTHETIC_DIR = TASKS_DIR / "synthetic"
 HUB_DIR = TASKS_DIR / "hub"
@@ -29,7 +31,7 @@ POPE_COLUMNS = ("question_id", "question", "answer", "image")
 PAIR_COLUMNS = ("question_id", "question", "answer", "category", "image")
 
 
-class TaskDataError(ValueError):
+class TaskDataError(FGClipError, ValueError):
     """An offline task's data file is missing or not in the expected format."""
 
 
@@ -83,7 +85,9 @@ def _data_files(config: dict[str, Any], yaml_path: Path) -> list[Path]:
 
 
 def _check_image(value: Any, where: str) -> None:
-    from fgclip_lmm.data.images import load_rgb  # the loader the plugin decodes with (imports torch: lazily)
+    from fgclip_lmm.data.images import (
+        load_rgb,  # the loader the plugin decodes with (imports torch: lazily)
+    )
 
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
