@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,19 @@ class InputError(FGClipError, ValueError):
 
 class CheckpointError(FGClipError, ValueError):
     """A checkpoint that is missing, invalid, truncated, unsafe to load, or unreachable while offline."""
+
+
+def require_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create `path` if needed and prove it is writable (a temp file is made and removed) before any work starts,
+    so a long job cannot end by failing to save its results."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".fgclip_write_check_"):
+            pass
+    except OSError as error:
+        raise InputError(f"{option} {path}: not a writable directory ({error.strerror or error})") from error
+    return path
 
 
 def debug_requested(argv: list[str]) -> tuple[list[str], bool]:

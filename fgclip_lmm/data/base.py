@@ -30,6 +30,14 @@ class PathOutsideRootError(FGClipError, ValueError):
     """A record's image path that resolves outside its image root (absolute, or escaping with `..`)."""
 
 
+class NoRecordsLeftError(FGClipError, ValueError):
+    """Every record of a reader was rejected; `report` holds the bad-record report to print or write first."""
+
+    def __init__(self, message: str, report):
+        super().__init__(message)
+        self.report = report
+
+
 def resolve_image_path(raw: str, image_root: str | os.PathLike | None, strip_prefixes: tuple[str, ...] = (),
                        allow_outside_root: bool = False) -> Path:
     """Strip the first matching dataset prefix (e.g. FineHARD's "grit-20m/data-12m/"), then join to the root.
@@ -78,7 +86,10 @@ class ImageRecordDataset(Dataset):
     def _finalise(self) -> None:
         """Call once `self.records` is complete: allocates the shared bad-image bitmap."""
         if not self.records:
-            raise ValueError(f"{type(self).__name__}: no valid records left (see the bad-record report)")
+            data = getattr(getattr(self, "config", None), "data_path", None)
+            where = f" in {data}" if data is not None else ""
+            raise NoRecordsLeftError(f"{type(self).__name__}: no valid records left{where}: "
+                                     f"{self.policy.report.one_line()}", self.policy.report)
         self._bad = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:

@@ -17,7 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from fgclip_lmm.errors import run_command
+from fgclip_lmm.datagen.runner import stats_path
+from fgclip_lmm.errors import InputError, run_command
 
 STEPS = ("recaption", "ground", "negatives", "check", "merge")
 
@@ -145,8 +146,17 @@ def _dispatch(args):
 
 
 def _print_stats(stats: dict, out: str) -> None:
+    """The end-of-run report: items kept, rejections per reason with their first messages, the counters."""
     print(f"wrote {out}: {stats['ok']} of {stats['items']} items; rejected {stats['rejected'] or 'none'}")
+    for reason, examples in stats.get("examples", {}).items():
+        print(f"  {reason}: {stats['rejected'][reason]}")
+        for example in examples:
+            print(f"    e.g. {example}")
     print("counts: " + json.dumps(stats["counts"]))
+    if stats["items"] and not stats["ok"]:  # an empty dataset is never a success
+        raise InputError(f"nothing left: every one of the {stats['items']} items was rejected "
+                         f"({', '.join(f'{k} {v}' for k, v in stats['rejected'].items())}); "
+                         f"report in {stats_path(out)}")
 
 
 def main(argv: list[str]) -> int:

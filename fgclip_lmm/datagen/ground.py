@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.detector import SelectConfig, select_boxes
 from fgclip_lmm.datagen.hf_models import GenerationOptions
-from fgclip_lmm.datagen.inputs import finehard_items, load_images
+from fgclip_lmm.datagen.inputs import ImageFailure, finehard_items, load_images
 from fgclip_lmm.datagen.phrases import Phrase, chunk_phrases, llm_phrases
 from fgclip_lmm.datagen.runner import (
     Outcome,
@@ -111,18 +111,18 @@ def make_batch_fn(config: GroundConfig, detect: Callable[[], DetectFn], chat: Ca
         loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input,
                              config.allow_paths_outside_root)
         found: dict[int, list] = {}
-        usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, str)]
+        usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, ImageFailure)]
         if usable:
             detections = detect()([image for _, image in usable], [[p.short for p in phrases[i]] for i, _ in usable])
             for (i, _), det in zip(usable, detections):
                 found[i] = select_boxes(det["boxes"], det["scores"], det["labels"], len(phrases[i]), config.select)
-        failed = {i: image for i, image in zip(need, loaded) if isinstance(image, str)}
+        failed = {i: image for i, image in zip(need, loaded) if isinstance(image, ImageFailure)}
         outcomes = []
         for i, item in enumerate(batch):
             count = counts[i]
             count["phrases"] = len(phrases[i])
             if i in failed:
-                outcomes.append(Outcome.rejected(failed[i], count))
+                outcomes.append(Outcome.rejected(failed[i].reason, count, failed[i].detail))
                 continue
             boxes = found.get(i, [])
             count["boxes"] = len(boxes)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.hf_models import GenerationOptions
-from fgclip_lmm.datagen.inputs import image_items, load_images
+from fgclip_lmm.datagen.inputs import ImageFailure, image_items, load_images
 from fgclip_lmm.datagen.quality import TextQuality, clean_caption, degenerate_reason
 from fgclip_lmm.datagen.runner import (
     Outcome,
@@ -118,7 +118,7 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
     def batch_fn(batch: list[WorkItem]) -> list[Outcome]:
         loaded = load_images(batch, config.image_root, policy, config.input or config.image_root,
                              config.allow_paths_outside_root)
-        good = [i for i, image in enumerate(loaded) if not isinstance(image, str)]
+        good = [i for i, image in enumerate(loaded) if not isinstance(image, ImageFailure)]
         images = [loaded[i] for i in good]
         seed = config.seed + batch[0].index
         longs, long_fail = (generate_with_retries(images, config.long_prompt, generate(), long_q, config.max_new_tokens,
@@ -139,7 +139,8 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
                 text = clean_caption(raw) if isinstance(raw, str) else ""
                 reason = degenerate_reason(text, short_q)
                 shorts[j], short_fail[j] = (text, []) if reason is None else (None, [f"input_{reason}"])
-        outcomes: list[Outcome] = [Outcome.rejected(image) if isinstance(image, str) else None for image in loaded]
+        outcomes: list[Outcome] = [Outcome.rejected(image.reason, detail=image.detail)
+                                   if isinstance(image, ImageFailure) else None for image in loaded]
         for j, i in enumerate(good):
             counts = _counts("long", longs[j] is not None, long_fail[j])
             if longs[j] is None:

@@ -8,7 +8,8 @@ Layout for `--out OUT.json`:
   `{"index", "f_path", "status": "ok" | "rejected", "reason", "record", "counts"}`. Lines are appended one batch at
   a time with flush + fsync, so an interruption loses at most the batch in flight; a torn last line is ignored.
 * `OUT.json`: the FineHARD JSON array of the `ok` records in input order, and `OUT.stats.json`: item counts,
-  rejections by reason and summed per-item counters. Both are written to a temp file and renamed.
+  rejections by reason with the first messages of each (`examples`: file, record, field) and summed per-item
+  counters. Both are written to a temp file and renamed.
 
 Sharding follows the standard launchers: `RANK` / `WORLD_SIZE` from `torchrun` or `accelerate launch` (1 process
 when unset); rank r takes the items whose input index is r modulo the world size. A finished item is skipped on
@@ -40,6 +41,7 @@ class WorkItem:
     data: dict  # the input record (or {"f_path": ...} for raw images)
     rejected: str | None = None  # set when the input record itself was rejected; the step never sees it
     counts: dict[str, int] = field(default_factory=dict)  # input-side counters added to the item's outcome
+    detail: str | None = None  # why the input record was rejected (the bad-record message: file, record, field)
 
 
 @dataclass
@@ -48,14 +50,15 @@ class Outcome:
     record: dict | None = None
     reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    detail: str | None = None  # a rejection's message (kept as an example per reason in OUT.stats.json)
 
     @classmethod
     def ok(cls, record: dict, counts: dict[str, int] | None = None) -> Outcome:
         return cls("ok", record, None, dict(counts or {}))
 
     @classmethod
-    def rejected(cls, reason: str, counts: dict[str, int] | None = None) -> Outcome:
-        return cls("rejected", None, reason, dict(counts or {}))
+    def rejected(cls, reason: str, counts: dict[str, int] | None = None, detail: str | None = None) -> Outcome:
+        return cls("rejected", None, reason, dict(counts or {}), detail)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class RunResult:
 
 
 BatchFn = Callable[[list[WorkItem]], list[Outcome]]
+MAX_EXAMPLES = 3  # rejection messages kept per reason in OUT.stats.json
 
 
 def lazy(factory: Callable[[], object]) -> Callable[[], object]:
@@ -225,7 +229,7 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
             batch = todo[begin: begin + config.batch_size]
             outcomes = _run_batch(step, batch, batch_fn)
             lines = [json.dumps({"index": it.index, "f_path": it.f_path, "status": oc.status, "reason": oc.reason,
-                                 "record": oc.record, "counts": oc.counts}, ensure_ascii=False)
+                                 "record": oc.record, "counts": oc.counts, "detail": oc.detail}, ensure_ascii=False)
                      for it, oc in zip(batch, outcomes)]
             handle.write("\n".join(lines) + "\n")
             handle.flush()
@@ -250,7 +254,8 @@ def _drop_torn_tail(part_file: Path) -> None:
 def _run_batch(step: str, batch: list[WorkItem], batch_fn: BatchFn) -> list[Outcome]:
     valid = [item for item in batch if item.rejected is None]
     results = iter(batch_fn(valid) if valid else [])
-    outcomes = [Outcome.rejected(item.rejected) if item.rejected is not None else next(results, None) for item in batch]
+    outcomes = [Outcome.rejected(item.rejected, detail=item.detail) if item.rejected is not None
+                else next(results, None) for item in batch]
     if any(oc is None for oc in outcomes) or next(results, None) is not None:
         raise RuntimeError(f"{step}: a batch of {len(valid)} items did not give {len(valid)} outcomes")
     for item, outcome in zip(batch, outcomes):
@@ -276,6 +281,7 @@ def merge(out: str | os.PathLike) -> dict:
                            "rerun the step (any number of ranks) to finish them")
     counts: Counter = Counter()
     rejected: Counter = Counter()
+    examples: dict[str, list[str]] = {}
     ok = 0
     path = Path(out)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
@@ -293,11 +299,15 @@ def merge(out: str | os.PathLike) -> dict:
                     ok += 1
                 else:
                     rejected[entry["reason"]] += 1
+                    shown = examples.setdefault(entry["reason"], [])
+                    if len(shown) < MAX_EXAMPLES:
+                        shown.append(entry.get("detail") or f"item {index} ({entry['f_path'] or 'no f_path'})")
             sink.write("]")
             sink.flush()
             os.fsync(sink.fileno())
     os.replace(tmp, path)
     stats = {"step": meta["step"], "items": meta["num_items"], "ok": ok, "rejected": dict(sorted(rejected.items())),
-             "counts": dict(sorted(counts.items())), "settings": meta["settings"]}
+             "examples": dict(sorted(examples.items())), "counts": dict(sorted(counts.items())),
+             "settings": meta["settings"]}
     atomic_write_json(stats_path(out), stats, indent=2)
     return stats
