@@ -37,6 +37,7 @@ class BadReason(str, Enum):
     EMPTY_CAPTION = "empty_caption"
     INVALID_JSON = "invalid_json"
     INVALID_UTF8 = "invalid_utf8"
+    EMPTY_FILE = "empty_file"  # a record file with no records at all (0 bytes, whitespace, `[]`)
 
 
 REASONS: tuple[BadReason, ...] = tuple(BadReason)

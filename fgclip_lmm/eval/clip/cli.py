@@ -92,7 +92,7 @@ def _fgovd_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"--data {path}: no such FG-OVD file or directory")
-    files = sorted(path.glob("*.jsonl"))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".jsonl" and p.is_file())
     if not files:
         raise DataFormatError(f"{path}: no *.jsonl FG-OVD split files")
     rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
