@@ -30,6 +30,7 @@ class BadReason(str, Enum):
     MISSING_IMAGE = "missing_image"
     PATH_OUTSIDE_ROOT = "path_outside_root"  # absolute or `..` image path, without allow_paths_outside_root
     CORRUPT_IMAGE = "corrupt_image"
+    IMAGE_TOO_LARGE = "image_too_large"  # above the pixel budget (max_image_pixels, default 50 MP)
     MISSING_FIELD = "missing_field"
     BOX_OUT_OF_RANGE = "box_out_of_range"
     BOX_DEGENERATE = "box_degenerate"  # x1 > x2, y1 > y2 or zero area

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
-from fgclip_lmm.data.images import ImagePreprocessor
+from fgclip_lmm.data.images import ImagePreprocessor, ImageTooLargeError
 from fgclip_lmm.errors import FGClipError
 
 
@@ -109,6 +109,8 @@ class ImageRecordDataset(Dataset):
                 return candidate, self.preprocessor.load(record.image_path)
             except FileNotFoundError as error:
                 reason, detail = BadReason.MISSING_IMAGE, f"image not found: {error.filename or record.image_path}"
+            except ImageTooLargeError as error:
+                reason, detail = BadReason.IMAGE_TOO_LARGE, str(error)
             except Exception as error:  # PIL raises many types for undecodable files  # noqa: BLE001
                 reason, detail = BadReason.CORRUPT_IMAGE, f"cannot decode {record.image_path}: {error}"
             self._bad[candidate] = True

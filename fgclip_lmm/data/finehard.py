@@ -42,6 +42,7 @@ class FineHardConfig:
     on_bad_record: OnBadRecord = "error"
     check_image_paths: bool = True  # eager os.stat per record; turn off for remote or huge image stores
     allow_paths_outside_root: bool = False  # absolute / `..` f_path values are bad records unless true
+    max_image_pixels: int | None = None  # pixel budget (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP; 0 = no limit)
     seed: int = 0
 
 
@@ -183,7 +184,8 @@ class FineHardDataset(ImageRecordDataset):
 
     def __init__(self, config: FineHardConfig, policy: BadRecordPolicy | None = None):
         policy = policy or BadRecordPolicy(config.on_bad_record)
-        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size)), policy)
+        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size, max_pixels=config.max_image_pixels)),
+                         policy)
         self.config = config
         self.epoch = 0
         for path in resolve_data_files(config.data_path):

@@ -34,6 +34,7 @@ class PairsConfig:
     on_bad_record: OnBadRecord = "error"
     check_image_paths: bool = True
     allow_paths_outside_root: bool = False  # absolute / `..` image values are bad records unless true
+    max_image_pixels: int | None = None  # pixel budget (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP; 0 = no limit)
 
 
 @dataclass
@@ -93,7 +94,8 @@ class LongCaptionPairsDataset(ImageRecordDataset):
 
     def __init__(self, config: PairsConfig, policy: BadRecordPolicy | None = None):
         policy = policy or BadRecordPolicy(config.on_bad_record)
-        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size)), policy)
+        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size, max_pixels=config.max_image_pixels)),
+                         policy)
         self.config = config
         for path in resolve_data_files(config.data_path):
             for index, raw in read_records(path, policy):

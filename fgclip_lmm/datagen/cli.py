@@ -38,6 +38,9 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard earlier progress for --out (one process)")
     parser.add_argument("--allow-paths-outside-root", action="store_true",
                         help="read f_path values that are absolute or leave --images (default: bad record)")
+    parser.add_argument("--max-image-pixels", type=int, default=None,
+                        help="larger images are the bad record image_too_large (default 50 MP or "
+                             "$FGCLIP_MAX_IMAGE_PIXELS; 0 = no limit)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_kwargs(args) -> dict:
     return {"out": args.out, "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
             "on_bad_record": args.on_bad_record, "progress": not args.no_progress, "overwrite": args.overwrite,
-            "allow_paths_outside_root": args.allow_paths_outside_root}
+            "allow_paths_outside_root": args.allow_paths_outside_root, "max_image_pixels": args.max_image_pixels}
 
 
 def _dispatch(args):

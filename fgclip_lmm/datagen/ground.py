@@ -109,7 +109,7 @@ def make_batch_fn(config: GroundConfig, detect: Callable[[], DetectFn], chat: Ca
         phrases = extract_phrases([item.data["caption"] for item in batch], config, chat, counts)
         need = [i for i, p in enumerate(phrases) if p]
         loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input,
-                             config.allow_paths_outside_root)
+                             config.allow_paths_outside_root, config.max_image_pixels)
         found: dict[int, list] = {}
         usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, ImageFailure)]
         if usable:

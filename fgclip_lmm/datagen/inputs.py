@@ -17,7 +17,7 @@ from PIL import Image
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
 from fgclip_lmm.data.base import PathOutsideRootError, resolve_image_path
 from fgclip_lmm.data.finehard import FineHardConfig, parse_finehard_record
-from fgclip_lmm.data.images import load_rgb
+from fgclip_lmm.data.images import ImageTooLargeError, load_rgb
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
 from fgclip_lmm.datagen.runner import WorkItem
 
@@ -126,7 +126,8 @@ def _same_coords(raw: object, parsed: np.ndarray) -> bool:
 
 
 def load_images(items: list[WorkItem], image_root: str | None, policy: BadRecordPolicy,
-                source: str, allow_outside_root: bool = False) -> list[Image.Image | ImageFailure]:
+                source: str, allow_outside_root: bool = False,
+                max_pixels: int | None = None) -> list[Image.Image | ImageFailure]:
     """RGB images for `items`, or for an image that cannot be read, its `ImageFailure` (after `policy.reject`).
 
     Images are decoded by the data layer's `load_rgb` (EXIF orientation applied, transparency on white), so the
@@ -136,10 +137,12 @@ def load_images(items: list[WorkItem], image_root: str | None, policy: BadRecord
     for item in items:
         try:
             path = resolve_image_path(item.f_path, image_root, STRIP_PREFIXES, allow_outside_root)
-            out.append(load_rgb(path))
+            out.append(load_rgb(path, max_pixels))
             continue
         except PathOutsideRootError as error:
             reason, detail = BadReason.PATH_OUTSIDE_ROOT, str(error)
+        except ImageTooLargeError as error:
+            reason, detail = BadReason.IMAGE_TOO_LARGE, str(error)
         except FileNotFoundError:
             reason, detail = BadReason.MISSING_IMAGE, f"image not found: {path}"
         except Exception as error:  # PIL raises many types for undecodable files  # noqa: BLE001

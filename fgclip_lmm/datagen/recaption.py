@@ -117,7 +117,7 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
 
     def batch_fn(batch: list[WorkItem]) -> list[Outcome]:
         loaded = load_images(batch, config.image_root, policy, config.input or config.image_root,
-                             config.allow_paths_outside_root)
+                             config.allow_paths_outside_root, config.max_image_pixels)
         good = [i for i, image in enumerate(loaded) if not isinstance(image, ImageFailure)]
         images = [loaded[i] for i in good]
         seed = config.seed + batch[0].index

@@ -80,6 +80,7 @@ class StepSettings:
     progress: bool = True
     overwrite: bool = False
     allow_paths_outside_root: bool = False  # absolute / `..` f_path values are bad records unless true
+    max_image_pixels: int | None = None  # pixel budget (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP; 0 = no limit)
 
     def run_config(self, out: str) -> RunConfig:
         return RunConfig(out, self.batch_size, self.progress, self.overwrite)

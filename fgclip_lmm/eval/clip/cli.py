@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="larger images are the bad record image_too_large (default 50 MP or $FGCLIP_MAX_IMAGE_PIXELS; "
+                        "0 = no limit)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -143,7 +146,7 @@ def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
     settings = EncoderSettings(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                                image_size=args.image_size, device=args.device or default_device(),
                                dtype=dtype_of(args.dtype), workers=args.workers, truncation=args.truncation,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, max_pixels=args.max_image_pixels)
     if args.batch_size < 1 or args.text_batch_size < 1:
         raise InputError("--batch-size and --text-batch-size must be >= 1")
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None
