@@ -105,7 +105,8 @@ def test_every_command_reports_bad_input_in_one_line(inputs) -> None:
                                              "refused to load a pickle checkpoint")
     assert "posix.system" in line["convert pickle"] and "should-never-run" not in results["convert pickle"].out
     for name, hub_id in (("convert offline hub id", "someone/some-model"), ("assemble offline llm", "someone/llm")):
-        assert f"{hub_id}: not a local directory, and not in the Hugging Face cache while the hub is offline" in line[name]
+        offline = f"{hub_id}: not a local directory, and not in the Hugging Face cache while the hub is offline"
+        assert offline in line[name]
     assert "--batch-size and --text-batch-size must be >= 1" in line["eval-clip bad value"]
     assert "batch_size must be >= 1, got 0" in line["datagen bad value"]
     assert line["train-clip bad record"] == (f"fgclip-lmm train-clip: error: {r / 'bad_finehard.json'} record 3, "
@@ -117,8 +118,9 @@ def test_every_command_reports_bad_input_in_one_line(inputs) -> None:
 
 
 def test_only_expected_errors_become_one_line(tmp_path) -> None:
-    assert format_error(InputError("--limit must be >= 1, got 0\n(second line)")) == "--limit must be >= 1, got 0 (second line)"
-    assert format_error(FileNotFoundError(2, "No such file or directory", "/x/y.json")) == "/x/y.json: No such file or directory"
+    assert format_error(InputError("--limit must be >= 1\n(second line)")) == "--limit must be >= 1 (second line)"
+    missing = FileNotFoundError(2, "No such file or directory", "/x/y.json")
+    assert format_error(missing) == "/x/y.json: No such file or directory"
     assert format_error(RuntimeError("a bug")) is None  # bugs keep their traceback
     assert format_error(KeyError("k")) is None
     weights = tmp_path / "model.safetensors"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from harden_cli import run_cli
+from harden_cli import run_cli_batch
 from PIL import Image
 
 from fgclip_lmm.data.bad_records import BadRecordError
@@ -66,13 +66,16 @@ def test_escapes_and_absolute_paths_are_bad_records_in_every_reader(layout) -> N
 
 def test_datagen_cli_refuses_an_escaping_path_without_confirming_the_file(layout) -> None:
     root, tmp = layout["root"], layout["tmp"]
+    escape = "../" * 8
+    targets = {"exists": f"{escape}etc/passwd", "absent": f"{escape}etc/no_such_file_here"}
+    for name, target in targets.items():
+        (tmp / f"{name}.json").write_text(json.dumps([_finehard(target)]))
+    results = run_cli_batch([(["datagen", "negatives", "--input", tmp / f"{name}.json", "--images", root,
+                               "--out", tmp / f"{name}_out.json", "--rules-only", "--no-progress",
+                               "--on-bad-record", "error"], {}) for name in targets])
     messages = {}
-    for name, target in {"exists": "../../../../../../../../etc/passwd",
-                         "absent": "../../../../../../../../etc/no_such_file_here"}.items():
+    for (name, target), result in zip(targets.items(), results):
         data = tmp / f"{name}.json"
-        data.write_text(json.dumps([_finehard(target)]))
-        result = run_cli("datagen", "negatives", "--input", data, "--images", root, "--out", tmp / f"{name}_out.json",
-                         "--rules-only", "--no-progress", "--on-bad-record", "error")
         assert result.code == 2, result.err
         (line,) = result.error_lines
         assert f"{data} record 0, field 'f_path'" in line and "[path_outside_root]" in line
