@@ -5,7 +5,8 @@
     FG-CLIP names. The remote code is never executed: the config is mapped and the weights loaded strictly.
 (c) OpenAI CLIP in HF `CLIPModel` format: the 77-row table is stretched to the long length by the exact rule,
     `text_projection` is copied into `text_filip_projection`, and all three temperatures take `logit_scale`.
-`fgclip-lmm convert SRC OUT` writes (b) or (c) as (a), safetensors only, with tokenizer / processor files.
+`fgclip-lmm convert SRC OUT` writes (b) or (c) as (a), safetensors only, with tokenizer / processor files; FG-CLIP 2
+and SigLIP 2 sources (model_type fgclip2 / siglip2) go to `convert_fgclip2.py`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ CLIP_VOCAB = 49408  # the OpenAI BPE vocabulary; its bos/eos ids are 49406/49407
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
               "preprocessor_config.json", "processor_config.json")
 OFFICIAL_MARKER = "text_model.embeddings.position_embedding_res.weight"
+FGCLIP2_MODEL_TYPES = ("fgclip2", "siglip2")  # converted by convert_fgclip2 (FG-CLIP 2 and its SigLIP 2 init)
 
 
 def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
@@ -153,9 +155,15 @@ def load_clip_vision_model(name_or_path: str | Path) -> CLIPVisionModel:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fgclip-lmm convert", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="hub id or directory: ours, official qihoo360/fg-clip-*, or openai/clip-vit-*")
+    parser.add_argument("src", help="hub id or directory: ours, official qihoo360/fg-clip-* or qihoo360/fg-clip2-*, "
+                        "openai/clip-vit-*, or a SigLIP 2 NaFlex checkpoint (google/siglip2-*-naflex, FG-CLIP 2 init)")
     parser.add_argument("out", help="output directory")
     args = parser.parse_args(argv)
-    out = convert_checkpoint(args.src, args.out)
+    if read_config(resolve_checkpoint_dir(args.src)).get("model_type") in FGCLIP2_MODEL_TYPES:
+        from .convert_fgclip2 import convert_fgclip2_checkpoint
+
+        out = convert_fgclip2_checkpoint(args.src, args.out)
+    else:
+        out = convert_checkpoint(args.src, args.out)
     print(f"wrote {out}")
     return 0
