@@ -120,8 +120,8 @@ def load_models(path: Path, device: torch.device, dtype: str, max_new_tokens: in
     import lmms_eval.models.simple.llava_hf as hf_module
     from lmms_eval.models.simple.llava_hf import LlavaHf
 
-    import fgclip_lmm.eval.lmms_model as our_module
-    from fgclip_lmm.eval.lmms_model import FGClipLlava
+    import fgclip_lmm.eval.lmm.model as our_module
+    from fgclip_lmm.eval.lmm.model import FGClipLlava
 
     _quiet_progress(hf_module, our_module)
 

@@ -15,8 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-lmm": ("fgclip_lmm.train.lmm_trainer", "train a LLaVA-style LMM (align / finetune) on DeepSpeed"),
     "assemble": ("fgclip_lmm.lmm.assemble", "assemble tower + projector + LLM into a stock HF LLaVA checkpoint"),
     "merge-lora": ("fgclip_lmm.lmm.merge_lora", "merge a LoRA adapter into a full HF LLaVA checkpoint"),
-    "eval-lmm": ("fgclip_lmm.eval.eval_lmm", "run lmms-eval hallucination / attribute tasks and write tables"),
-    "eval-clip": ("fgclip_lmm.eval.clip_bench", "encoder benchmarks: fgovd, boxcls, retrieval, zeroshot"),
+    "eval-lmm": ("fgclip_lmm.eval.lmm.cli", "run lmms-eval hallucination / attribute tasks and write tables"),
+    "eval-clip": ("fgclip_lmm.eval.clip.cli", "encoder benchmarks: fgovd, boxcls, retrieval, zeroshot"),
     "datagen": ("fgclip_lmm.datagen.cli", "build FineHARD-style data from your own images"),
     "demo": ("fgclip_lmm.demo", "run the whole pipeline on the synthetic world and write a report"),
 }

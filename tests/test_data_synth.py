@@ -274,8 +274,8 @@ def test_world_files_stream_through_datasets(world):
 
 def test_benchmark_files_read_back_through_the_eval_readers(world):
     from fgclip_lmm.data.bad_records import BadRecordPolicy
-    from fgclip_lmm.eval.clip_formats import read_coco_instances, read_fgovd
-    from fgclip_lmm.eval.clip_formats_global import read_coco_captions, read_sharegpt4v
+    from fgclip_lmm.eval.clip.formats import read_coco_instances, read_fgovd
+    from fgclip_lmm.eval.clip.formats_global import read_coco_captions, read_sharegpt4v
 
     policy = BadRecordPolicy("error")
     levels = ("hard", "medium", "easy", "trivial")

@@ -14,12 +14,12 @@ from torch.nn.functional import normalize
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.data.images import CLIP_MEAN, CLIP_STD
 from fgclip_lmm.data.tokenizers import train_clip_tokenizer
-from fgclip_lmm.eval import clip_bench
-from fgclip_lmm.eval.clip_benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
-from fgclip_lmm.eval.clip_encode import ClipEncoder, EncoderSettings, load_checkpoint
-from fgclip_lmm.eval.clip_formats import read_coco_instances, read_fgovd
-from fgclip_lmm.eval.clip_formats_global import read_image_folder, read_retrieval
-from fgclip_lmm.eval.clip_templates import TemplateSet, load_templates
+from fgclip_lmm.eval.clip import cli as clip_bench
+from fgclip_lmm.eval.clip.benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
+from fgclip_lmm.eval.clip.encode import ClipEncoder, EncoderSettings, load_checkpoint
+from fgclip_lmm.eval.clip.formats import read_coco_instances, read_fgovd
+from fgclip_lmm.eval.clip.formats_global import read_image_folder, read_retrieval
+from fgclip_lmm.eval.clip.templates import TemplateSet, load_templates
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
 
 COLOURS = ["red", "blue", "green", "yellow", "purple"]

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
-from fgclip_lmm.eval.clip_formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
-from fgclip_lmm.eval.clip_formats_global import detect_retrieval_format, read_image_folder, read_retrieval
-from fgclip_lmm.eval.clip_templates import OPENAI_IMAGENET_80, load_templates
+from fgclip_lmm.eval.clip.formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
+from fgclip_lmm.eval.clip.formats_global import detect_retrieval_format, read_image_folder, read_retrieval
+from fgclip_lmm.eval.clip.templates import OPENAI_IMAGENET_80, load_templates
 
 
 def fgovd_row(i, **over):

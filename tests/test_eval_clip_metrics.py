@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fgclip_lmm.eval.metrics import (
+from fgclip_lmm.eval.clip.metrics import (
     class_embeddings,
     fgovd_scores,
     recall_at,

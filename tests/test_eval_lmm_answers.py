@@ -7,14 +7,14 @@ import pytest
 from test_eval_lmm_support import make_tiny_export
 from transformers import AutoTokenizer
 
-from fgclip_lmm.eval.lmms_answers import (
+from fgclip_lmm.eval.lmm.answers import (
     is_yes_no_doc,
     is_yes_no_task,
     normalize_answer,
     parse_yes_no,
     yes_no_token_ids,
 )
-from fgclip_lmm.eval.lmms_requests import GenerationSettings, build_prompt, expand_image_tokens
+from fgclip_lmm.eval.lmm.requests import GenerationSettings, build_prompt, expand_image_tokens
 
 
 @pytest.mark.parametrize(

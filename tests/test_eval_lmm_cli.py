@@ -11,10 +11,10 @@ from lmms_eval.tasks import TaskManager
 from PIL import Image
 from test_eval_lmm_support import attr_rows, make_tiny_export, pope_rows
 
-from fgclip_lmm.eval import lmms_tasks
-from fgclip_lmm.eval.eval_lmm import EvalInputError, main, parse_args, preflight
-from fgclip_lmm.eval.lmms_features import image_key
-from fgclip_lmm.eval.lmms_task_files import ATTR_FEATURES, ATTRIBUTES, POPE_FEATURES, POPE_SPLITS, write_parquet
+from fgclip_lmm.eval.lmm import tasks_dir as lmms_tasks
+from fgclip_lmm.eval.lmm.cli import EvalInputError, main, parse_args, preflight
+from fgclip_lmm.eval.lmm.features import image_key
+from fgclip_lmm.eval.lmm.task_files import ATTR_FEATURES, ATTRIBUTES, POPE_FEATURES, POPE_SPLITS, write_parquet
 
 LMMS_TASKS = Path(__import__("lmms_eval").__file__).parent / "tasks"
 
@@ -159,8 +159,8 @@ def test_report_on_lmms_eval_mme_scoring_matches_its_score(tiny_export: Path, tm
     """A task scored by lmms-eval's own MME functions: per-category entries whose scores sum to MME's."""
     from lmms_eval.evaluator import simple_evaluate
 
-    from fgclip_lmm.eval.lmms_model import FGClipLlava
-    from fgclip_lmm.eval.lmms_report import build_report
+    from fgclip_lmm.eval.lmm.model import FGClipLlava
+    from fgclip_lmm.eval.lmm.report import build_report
 
     write_parquet(attr_rows("color") + attr_rows("count"), ATTR_FEATURES, tmp_path / "data" / "mme.parquet")
     (tmp_path / "fgclip_test_mme.yaml").write_text(MME_YAML)

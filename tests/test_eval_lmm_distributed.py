@@ -15,8 +15,8 @@ from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from test_eval_lmm_support import SUBPROCESS_ENV, make_tiny_export
 
-from fgclip_lmm.eval.lmms_model import FGClipLlava
-from fgclip_lmm.eval.lmms_tasks import SYNTHETIC_DIR
+from fgclip_lmm.eval.lmm.model import FGClipLlava
+from fgclip_lmm.eval.lmm.tasks_dir import SYNTHETIC_DIR
 
 TASKS = ["fgclip_pope_random", "fgclip_attr_color"]
 LIMIT = 10

@@ -6,8 +6,8 @@ import math
 import pytest
 from lmms_eval.tasks.pope.utils import pope_aggregate_f1_score, pope_process_results
 
-from fgclip_lmm.eval.lmm_metrics import attr_process_results, auroc, binary_metrics, pair_metrics
-from fgclip_lmm.eval.lmms_report import build_report, to_markdown
+from fgclip_lmm.eval.lmm.metrics import attr_process_results, auroc, binary_metrics, pair_metrics
+from fgclip_lmm.eval.lmm.report import build_report, to_markdown
 
 
 def test_binary_metrics_by_hand() -> None:

@@ -14,9 +14,9 @@ from lmms_eval.tasks import TaskManager
 from PIL import Image
 from test_eval_lmm_support import make_fixture_tasks, make_tiny_export, png
 
-from fgclip_lmm.eval.lmms_answers import normalize_answer
-from fgclip_lmm.eval.lmms_model import FGClipLlava
-from fgclip_lmm.eval.lmms_plugin import MANIFEST
+from fgclip_lmm.eval.lmm.answers import normalize_answer
+from fgclip_lmm.eval.lmm.model import FGClipLlava
+from fgclip_lmm.eval.lmm.plugin import MANIFEST
 
 IMAGE = Image.open(io.BytesIO(png("red", "circle"))).convert("RGB")
 

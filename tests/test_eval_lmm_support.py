@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fgclip_lmm.eval.lmms_task_files import POPE_SPLITS, write_task_dir
-from fgclip_lmm.eval.lmms_tiny import build_tiny_llava
+from fgclip_lmm.eval.lmm.task_files import POPE_SPLITS, write_task_dir
+from fgclip_lmm.eval.lmm.tiny import build_tiny_llava
 
 # The suite shares 2 CPU cores: one intra-op thread avoids oversubscription stalls.
 torch.set_num_threads(1)

@@ -137,7 +137,7 @@ def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str
 
 def run_benches(paths: DemoPaths, name: str) -> None:
     """All encoder benchmarks of one encoder in this process (no DeepSpeed involved, so no subprocess needed)."""
-    from ..eval.clip_bench import main as eval_clip
+    from ..eval.clip.cli import main as eval_clip
 
     for key, (bench, subset) in BENCHES.items():
         code = eval_clip(["--model", str(paths.encoder[name] / "hf"), "--bench", bench, "--data", str(paths.world),

@@ -4,8 +4,8 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_fgclip import FGCLIPConfig
 from .configuration_fgclip2 import FGCLIP2Config
-from .convert import convert_checkpoint, load_clip_vision_model
-from .convert_fgclip2 import convert_fgclip2_checkpoint
+from .convert import convert_checkpoint, convert_fgclip2_checkpoint
+from .loading import load_clip_vision_model
 from .modeling_fgclip import FGCLIPModel
 from .modeling_fgclip2 import FGCLIP2Model
 from .positions import stretch_positions

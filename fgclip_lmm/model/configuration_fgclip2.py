@@ -4,7 +4,7 @@ One source of truth (fgclip2.md): the 64 -> 196 text stretch (`keep_len`, `posit
 stage-2 loss weights (long + short + 0.2 region + 0.1 TIC + 0.5 (0.6 itc + 3 pair + 0.4 cmr)), the TIC top-k and
 near-duplicate cut, the CMR threshold clamp, negatives per box and the fine-grained temperature the official trainer
 starts from. The official config keeps `longtext_len` / `keep_len` inside `text_config`; ours keeps them at the top
-level (typed), and `convert_fgclip2` maps one onto the other.
+level (typed), and `loading_fgclip2` maps one onto the other.
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""Loading and conversion of the three checkpoint formats users bring.
+"""`fgclip-lmm convert SRC OUT`: write any supported checkpoint (ours, official FG-CLIP, OpenAI CLIP; FG-CLIP 2: ours,
+official `qihoo360/fg-clip2-*`, SigLIP 2 NaFlex) as ours.
 
-(a) ours: `config.json` with model_type "fgclip" -> plain `from_pretrained`.
-(b) official FG-CLIP (`qihoo360/fg-clip-*`): model_type "clip" + an `auto_map` to remote code, weights already in
-    FG-CLIP names. The remote code is never executed: the config is mapped and the weights loaded strictly.
-(c) OpenAI CLIP in HF `CLIPModel` format: the 77-row table is stretched to the long length by the exact rule,
-    `text_projection` is copied into `text_filip_projection`, and all three temperatures take `logit_scale`.
-`fgclip-lmm convert SRC OUT` writes (b) or (c) as (a), safetensors only, with tokenizer / processor files; FG-CLIP 2
-and SigLIP 2 sources (model_type fgclip2 / siglip2) go to `convert_fgclip2.py`.
+Safetensors only, with the source's tokenizer / processor files; the formats themselves are read in `loading.py` and
+`loading_fgclip2.py`.
 """
 from __future__ import annotations
 
@@ -15,121 +11,20 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from .loading import read_config, resolve_checkpoint_dir
+from .modeling_fgclip import FGCLIPModel
+from .modeling_fgclip2 import FGCLIP2Model
+from .naflex import make_image_processor
 
-from .configuration_fgclip import FGCLIPConfig
-from .positions import stretch_positions
-
-CLIP_VOCAB = 49408  # the OpenAI BPE vocabulary; its bos/eos ids are 49406/49407
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
               "preprocessor_config.json", "processor_config.json")
-OFFICIAL_MARKER = "text_model.embeddings.position_embedding_res.weight"
-FGCLIP2_MODEL_TYPES = ("fgclip2", "siglip2")  # converted by convert_fgclip2 (FG-CLIP 2 and its SigLIP 2 init)
-
-
-def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
-    """A local directory as is; otherwise a hub id fetched with `snapshot_download` (json + safetensors only)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or str(name_or_path).startswith((".", "/")):
-        raise FileNotFoundError(f"checkpoint {name_or_path!s} is not a directory with a config.json")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-
-
-def read_config(path: Path) -> dict:
-    file = path / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}: no config.json")
-    return json.loads(file.read_text())
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All safetensors shards of a checkpoint directory (a `.bin` is read with weights_only=True)."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(path / shard))
-        return state
-    if (path / "model.safetensors").is_file():
-        return load_file(path / "model.safetensors")
-    if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path}: no model.safetensors, shard index or pytorch_model.bin")
-
-
-def checkpoint_kind(config: dict, state_keys) -> str:
-    """'fgclip' (ours), 'official' (qihoo360 FG-CLIP) or 'openai' (HF CLIPModel); anything else raises."""
-    model_type = config.get("model_type")
-    if model_type == "fgclip":
-        return "fgclip"
-    if model_type != "clip":
-        raise ValueError(f"config.json model_type={model_type!r}: expected 'fgclip', or 'clip' for an official "
-                         "FG-CLIP or OpenAI CLIP checkpoint")
-    return "official" if OFFICIAL_MARKER in state_keys else "openai"
-
-
-def config_from_clip(config: dict, long_max_len: int | None) -> FGCLIPConfig:
-    """Map a `CLIPConfig` dict (official or OpenAI) to `FGCLIPConfig`; `auto_map` and remote classes are dropped."""
-    text = dict(config.get("text_config") or {})
-    vision = dict(config.get("vision_config") or {})
-    if text.get("vocab_size", CLIP_VOCAB) == CLIP_VOCAB:
-        # Official FGCLIPModel.__init__ forces these; old OpenAI HF configs carry the legacy eos id 2.
-        text.update(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
-    keep = {k: config[k] for k in ("projection_dim", "logit_scale_init_value") if k in config}
-    if long_max_len is not None:
-        keep["long_max_len"] = long_max_len
-    return FGCLIPConfig(text_config=text, vision_config=vision, **keep)
-
-
-def convert_state_dict(state: dict[str, torch.Tensor], kind: str, config: FGCLIPConfig) -> dict[str, torch.Tensor]:
-    """Official or OpenAI state dict -> ours. Saved `position_ids` buffers are dropped (they can be garbage)."""
-    out = {k: v for k, v in state.items() if not k.endswith("position_ids")}
-    if kind == "openai":
-        table = out["text_model.embeddings.position_embedding.weight"]
-        long = stretch_positions(table, config.long_max_len, config.keep_len, config.position_stretch)
-        out["text_model.embeddings.position_embedding_ori.weight"] = long
-        out["text_model.embeddings.position_embedding_res.weight"] = long.clone()
-        out["text_filip_projection.weight"] = out["text_projection.weight"].clone()
-        out["logit_scale_finegraind"] = out["logit_scale"].clone()
-        out["logit_scale_hardneg"] = out["logit_scale"].clone()
-    return out
-
-
-def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{source}: state dict does not match the model: missing keys {sorted(missing)}, "
-                         f"unexpected keys {sorted(unexpected)}")
-
-
-def load_any_checkpoint(cls, name_or_path, *args, **kwargs):
-    path = resolve_checkpoint_dir(name_or_path)
-    config = read_config(path)
-    if config.get("model_type") == "fgclip":
-        return cls._from_pretrained_native(path, *args, **kwargs)
-    state = read_state_dict(path)
-    kind = checkpoint_kind(config, state.keys())
-    long_len = state[OFFICIAL_MARKER].shape[0] if kind == "official" else None
-    fg_config = config_from_clip(config, long_len)
-    model = cls(fg_config)
-    load_strict(model, convert_state_dict(state, kind, fg_config), f"{path} ({kind} checkpoint)")
-    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-    if isinstance(dtype, torch.dtype):
-        model = model.to(dtype)
-    return model.eval()
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+FGCLIP2_SIDE_FILES = (*(n for n in SIDE_FILES if n not in PROCESSOR_FILES), "tokenizer.model", "added_tokens.json")
+FGCLIP2_MODEL_TYPES = ("fgclip2", "siglip2")  # FG-CLIP 2 and the SigLIP 2 checkpoints it starts from
 
 
 def convert_checkpoint(src: str | Path, out: str | Path) -> Path:
     """Write any supported checkpoint as ours (safetensors) plus its tokenizer / processor files."""
-    from .modeling_fgclip import FGCLIPModel
-
     src_dir, out = resolve_checkpoint_dir(src), Path(out)
     model = FGCLIPModel.from_pretrained(src_dir)
     model.save_pretrained(out)  # HF writes model.safetensors
@@ -139,18 +34,20 @@ def convert_checkpoint(src: str | Path, out: str | Path) -> Path:
     return out
 
 
-def load_clip_vision_model(name_or_path: str | Path) -> CLIPVisionModel:
-    """The vision tower of any supported checkpoint as a plain `CLIPVisionModel` (strict load)."""
-    path = resolve_checkpoint_dir(name_or_path)
-    config = read_config(path)
-    if config.get("model_type") not in {"fgclip", "clip"}:
-        raise ValueError(f"{path}/config.json model_type={config.get('model_type')!r}: expected 'fgclip' or 'clip'")
-    vision = CLIPVisionModel(CLIPVisionConfig(**config["vision_config"]))
-    prefix = "vision_model."
-    state = {k[len(prefix):]: v for k, v in read_state_dict(path).items()
-             if k.startswith(prefix) and not k.endswith("position_ids")}
-    load_strict(vision, state, f"{path} (vision tower)")
-    return vision.eval()
+def convert_fgclip2_checkpoint(src: str | Path, out: str | Path) -> Path:
+    """Write an official FG-CLIP 2 or SigLIP 2 checkpoint as ours (safetensors) plus tokenizer / processor files."""
+    src_dir, out = resolve_checkpoint_dir(src), Path(out)
+    model = FGCLIP2Model.from_pretrained(src_dir)
+    model.save_pretrained(out)
+    for name in FGCLIP2_SIDE_FILES:
+        if (src_dir / name).is_file():
+            shutil.copy2(src_dir / name, out / name)
+    # The official processor file names remote code (`Fgclip2ImageProcessor`); transformers' NaFlex processor does
+    # the same work (see naflex.py), so ours is written instead, keeping the source's patch budget.
+    processor_file = src_dir / "preprocessor_config.json"
+    budget = json.loads(processor_file.read_text()).get("max_num_patches", 256) if processor_file.is_file() else 256
+    make_image_processor(model.config.vision_config.patch_size, int(budget)).save_pretrained(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         "openai/clip-vit-*, or a SigLIP 2 NaFlex checkpoint (google/siglip2-*-naflex, FG-CLIP 2 init)")
     parser.add_argument("out", help="output directory")
     args = parser.parse_args(argv)
-    if read_config(resolve_checkpoint_dir(args.src)).get("model_type") in FGCLIP2_MODEL_TYPES:
-        from .convert_fgclip2 import convert_fgclip2_checkpoint
-
-        out = convert_fgclip2_checkpoint(args.src, args.out)
-    else:
-        out = convert_checkpoint(args.src, args.out)
+    fgclip2 = read_config(resolve_checkpoint_dir(args.src)).get("model_type") in FGCLIP2_MODEL_TYPES
+    out = (convert_fgclip2_checkpoint if fgclip2 else convert_checkpoint)(args.src, args.out)
     print(f"wrote {out}")
     return 0

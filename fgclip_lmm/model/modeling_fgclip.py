@@ -20,6 +20,7 @@ from transformers.models.clip.modeling_clip import CLIPPreTrainedModel, CLIPText
 from ..losses import FGCLIPLoss
 from .boxes import boxes_to_rois, packed_rois, roi_features
 from .configuration_fgclip import FGCLIPConfig
+from .loading import load_any_checkpoint
 from .positions import stretch_positions
 
 
@@ -92,10 +93,8 @@ class FGCLIPModel(CLIPPreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load ours, an official `qihoo360/fg-clip-*` checkpoint or an OpenAI CLIP checkpoint (HF format).
 
-        Foreign formats are converted on the fly (no remote code is ever executed); see `convert.py`.
+        Foreign formats are converted on the fly (no remote code is ever executed); see `loading.py`.
         """
-        from .convert import load_any_checkpoint  # local import: convert imports this module
-
         return load_any_checkpoint(cls, pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod

@@ -30,6 +30,7 @@ from transformers.models.siglip2.modeling_siglip2 import (
 from ..losses_fgclip2 import FGCLIP2Loss
 from .boxes import boxes_to_rois, packed_rois
 from .configuration_fgclip2 import FGCLIP2Config
+from .loading_fgclip2 import load_fgclip2_checkpoint
 from .naflex import check_spatial_shapes, naflex_roi_features
 from .positions import stretch_positions
 
@@ -113,12 +114,8 @@ class FGCLIP2Model(Siglip2PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load ours, an official `qihoo360/fg-clip2-*` directory or a SigLIP 2 (NaFlex) checkpoint.
 
-        Foreign formats are converted on the fly and their code is never executed; see `convert_fgclip2.py`.
+        Foreign formats are converted on the fly and their code is never executed; see `loading_fgclip2.py`.
         """
-        from .convert_fgclip2 import (
-            load_fgclip2_checkpoint,  # local import: that module imports this one
-        )
-
         return load_fgclip2_checkpoint(cls, pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod

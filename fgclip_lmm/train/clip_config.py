@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..presets import PresetError, resolve_deepspeed_json
 from .config_io import ConfigError
 
 STAGES = ("stage1", "stage2")
@@ -63,6 +64,11 @@ class ClipTrainConfig:
     peak_tflops: float = 0.0              # per device, for MFU; 0 = 989 (H100 dense bf16) on GPU, skip on CPU
 
     def validate(self) -> None:
+        if self.deepspeed_config:
+            try:
+                resolve_deepspeed_json(self.deepspeed_config)
+            except PresetError as error:
+                raise ConfigError(f"config key 'deepspeed_config': {error}") from None
         if self.stage not in STAGES:
             raise ConfigError(f"config key 'stage': {self.stage!r} is not one of {STAGES}")
         if self.on_bad_record not in {"error", "skip"}:

@@ -1,7 +1,7 @@
 """Typed YAML configs with command-line overrides.
 
 A config is a flat dataclass. `load_config(Cls, argv)` reads `--config NAME_OR_PATH` (a preset name is looked up in
-the given preset folder), then applies `--key value` overrides for any field. An unknown key, a value of the wrong
+the shipped presets of that kind, `fgclip_lmm/presets/`), then applies `--key value` overrides for any field. An unknown key, a value of the wrong
 type or a missing required path fails before training starts, naming the key.
 """
 from __future__ import annotations
@@ -12,6 +12,8 @@ import typing
 from pathlib import Path
 
 import yaml
+
+from ..presets import PresetError, preset_names, resolve_preset
 
 
 class ConfigError(ValueError):
@@ -79,23 +81,15 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_preset(name_or_path: str, preset_dir: Path) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = preset_dir / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in preset_dir.glob("*.yaml"))
-    raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset; known presets: {known}")
-
-
-def load_config(cls, argv: list[str], preset_dir: Path):
+def load_config(cls, argv: list[str], kind: str):
     """`--config X` (file or preset) plus `--key value` overrides -> a validated `cls` instance."""
     overrides = parse_overrides(argv)
     values: dict = {}
     if "config" in overrides:
-        path = resolve_preset(overrides.pop("config"), preset_dir)
+        try:
+            path = resolve_preset(overrides.pop("config"), kind)
+        except PresetError as error:
+            raise ConfigError(str(error)) from None
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys")
@@ -110,7 +104,7 @@ def dump_config(config, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def describe(cls, preset_dir: Path) -> str:
+def describe(cls, kind: str) -> str:
     """`--help` text: every key with its type and default, and the presets."""
     hints = typing.get_type_hints(cls)
     lines = [f"usage: --config PRESET_OR_YAML [--key value ...]   ({cls.__name__})", "", "keys:"]
@@ -118,5 +112,5 @@ def describe(cls, preset_dir: Path) -> str:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
         lines.append(f"  --{f.name:<28} {kind:<14} default {default!r}")
-    lines += ["", f"presets ({preset_dir}): " + ", ".join(sorted(p.stem for p in preset_dir.glob('*.yaml')))]
+    lines += ["", "presets: " + ", ".join(preset_names(kind))]
     return "\n".join(lines)

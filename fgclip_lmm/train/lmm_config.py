@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..presets import PresetError, resolve_deepspeed_json
 from .config_io import ConfigError
 
 STAGES = ("align", "finetune")
@@ -48,6 +49,11 @@ class LmmTrainConfig:
     peak_tflops: float = 0.0
 
     def validate(self) -> None:
+        if self.deepspeed_config:
+            try:
+                resolve_deepspeed_json(self.deepspeed_config)
+            except PresetError as error:
+                raise ConfigError(f"config key 'deepspeed_config': {error}") from None
         if self.stage not in STAGES:
             raise ConfigError(f"config key 'stage': {self.stage!r} is not one of {STAGES}")
         for key in ("llm_tuning", "tower_tuning"):

@@ -36,7 +36,7 @@ from .metrics_log import MetricsLogger
 from .runtime import (deepspeed_config, device, fault_injection_step, init_distributed, restore_scalar_shapes,
                       run_trainer, use_bf16)
 
-PRESETS = Path(__file__).resolve().parents[2] / "train_lmm" / "configs"
+PRESETS = "lmm"  # kind of shipped presets (fgclip_lmm/presets/lmm/)
 
 
 class LmmTrainingModule(nn.Module):

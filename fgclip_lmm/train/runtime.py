@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..presets import resolve_deepspeed_json
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -107,7 +109,7 @@ def use_bf16(precision: str) -> bool:
 def deepspeed_config(base_json: str | None, zero_stage: int, micro_batch: int, grad_accum: int, grad_clip: float,
                      bf16: bool) -> dict:
     """Our values fill a DeepSpeed JSON (official zero2/zero3 files use "auto" for exactly these)."""
-    config = json.loads(Path(base_json).read_text()) if base_json else {}
+    config = json.loads(resolve_deepspeed_json(base_json).read_text()) if base_json else {}
     config.setdefault("zero_optimization", {})["stage"] = zero_stage
     config.update(train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=grad_accum,
                   gradient_clipping=grad_clip, zero_allow_untested_optimizer=True,
@@ -118,7 +120,7 @@ def deepspeed_config(base_json: str | None, zero_stage: int, micro_batch: int, g
     return config
 
 
-def run_trainer(config_cls, argv: list[str] | None, presets: Path, train) -> int:
+def run_trainer(config_cls, argv: list[str] | None, presets: str, train) -> int:
     """CLI body shared by both trainers: config -> train -> a result marker -> exit without teardown."""
     from .config_io import ConfigError, describe, load_config
 

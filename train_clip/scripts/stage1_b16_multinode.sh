@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 HOSTFILE=${HOSTFILE:-/job/hostfile}
 deepspeed --hostfile "$HOSTFILE" --master_port "${MASTER_PORT:-29500}" train_clip/train.py \
-  --config stage1_b16 --deepspeed_config train_clip/ds/zero2.json "$@"
+  --config stage1_b16 --deepspeed_config zero2 "$@"

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deepspeed --num_gpus 8 train_clip/train.py --config stage2_b16 \
-  --deepspeed_config train_clip/ds/zero2.json "$@"
+  --deepspeed_config zero2 "$@"

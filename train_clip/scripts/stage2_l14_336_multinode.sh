@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 HOSTFILE=${HOSTFILE:-/job/hostfile}
 deepspeed --hostfile "$HOSTFILE" --master_port "${MASTER_PORT:-29500}" train_clip/train.py \
-  --config stage2_l14_336 --deepspeed_config train_clip/ds/zero2.json "$@"
+  --config stage2_l14_336 --deepspeed_config zero2 "$@"

@@ -1,0 +1,261 @@
+"""`fgclip-lmm eval-lmm`: run lmms-eval in-process on a HF LLaVA export and write JSON + markdown tables.
+
+Offline, on the packaged synthetic tasks (or on tasks rebuilt from your own synthetic world with `--world`):
+
+    fgclip-lmm eval-lmm --model runs/demo/lmm/export --tasks fgclip_pope,fgclip_attr --out runs/eval
+    fgclip-lmm eval-lmm --model DIR --tasks fgclip_pope --out runs/eval --world runs/demo/world --batch-size 8
+
+With internet (hub datasets; lmms-eval's built-in tasks pass straight through, and `hallusion_bench_image` runs
+as `fgclip_hallusion_bench_image`, the same data scored by lmms-eval's rule-based `_intern` aggregators instead of
+the GPT-4 judge):
+
+    fgclip-lmm eval-lmm --model DIR --tasks pope_random,pope_pop,pope_adv,mme,hallusion_bench_image,mmvp \
+        --out runs/eval-real --batch-size 8 --device cuda
+
+Several GPUs (data parallel; lmms-eval shards documents by rank, rank 0 writes the report):
+
+    accelerate launch --num_processes 8 -m fgclip_lmm.cli eval-lmm --model DIR --tasks pope_random,pope_pop,pope_adv --out runs/eval
+
+Several CPU processes (tests, no GPU): `accelerate launch --cpu --num_processes 2` starts ONE process
+(accelerate's simple launcher); use its torchrun launcher with the CPU switch instead:
+
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m fgclip_lmm.cli eval-lmm ...
+
+The plugin alone, through lmms-eval's own CLI (the `fgclip_llava` entry point):
+
+    lmms-eval --model fgclip_llava --model_args pretrained=DIR,score_yes_no=true,scores_path=runs/lmms/p_yes.jsonl \
+        --batch_size 8 --include_path "$(python -c 'import fgclip_lmm.eval.lmm.tasks_dir as t; print(t.TASKS_DIR)')" \
+        --tasks fgclip_pope,fgclip_attr,fgclip_hallusion_bench_image --output_path runs/lmms --log_samples
+    accelerate launch --num_processes 8 -m lmms_eval --model fgclip_llava --model_args pretrained=DIR \
+        --batch_size 8 --tasks pope_random,pope_pop,pope_adv,mme --output_path runs/lmms --log_samples
+
+Outputs in `--out`: `eval_lmm.json` (report + lmms-eval results + config), `eval_lmm.md` (tables),
+`samples_<task>.jsonl` (every question, answer and score) and `yes_no_scores.jsonl` (P(yes)/P(no) per question).
+Bad input (missing checkpoint, unknown task, malformed task data, odd `--limit` on pair tasks) fails with a clear
+message before any model is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fgclip_lmm.eval.lmm.tasks_dir import (
+    HUB_DIR,
+    SYNTHETIC_DIR,
+    TASK_ALIASES,
+    TaskDataError,
+    check_task_data,
+    local_group_names,
+    local_task_yamls,
+    read_task_yaml,
+    suggest,
+)
+
+PAIR_TASK_PREFIXES = ("fgclip_attr", "mme")
+
+
+class EvalInputError(ValueError):
+    """Bad command-line input, reported before evaluation starts."""
+
+
+@dataclass(frozen=True)
+class EvalLmmArgs:
+    model: str
+    tasks: list[str]
+    out: Path
+    limit: int | None = None
+    batch_size: int = 1
+    world: Path | None = None
+    device: str | None = None
+    dtype: str = "auto"
+    calibration: bool = True
+    yes_no_rule: str = "llava"
+    seed: int = 0
+    verbosity: str = "WARNING"
+
+
+def parse_args(argv: list[str]) -> EvalLmmArgs:
+    p = argparse.ArgumentParser(prog="fgclip-lmm eval-lmm", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="HF LLaVA export directory (or hub id)")
+    p.add_argument("--tasks", required=True, help="comma-separated lmms-eval task/group names")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--limit", type=int, default=None, help="first N documents per task (testing)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--world", type=Path, default=None, help="synthetic world dir: rebuild the offline tasks from it")
+    p.add_argument("--device", default=None, help="cuda, cuda:0, cpu (default: cuda if available)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument("--no-calibration", dest="calibration", action="store_false", help="skip P(yes) scoring")
+    p.add_argument("--yes-no-rule", default="llava", choices=["llava", "strict"],
+                   help="llava: no/not in the first sentence = no, else yes; strict: neither = unparsed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbosity", default="WARNING", help="lmms-eval log level")
+    a = p.parse_args(argv)
+    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    return EvalLmmArgs(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
+                       a.yes_no_rule, a.seed, a.verbosity)
+
+
+def _task_dirs(args: EvalLmmArgs) -> list[Path]:
+    if args.world is None:
+        return [SYNTHETIC_DIR, HUB_DIR]
+    from fgclip_lmm.eval.lmm.world import build_tasks_from_world
+
+    built = args.out / "tasks"
+    done = built / ".complete"
+    if int(os.environ.get("RANK", "0")) == 0:
+        done.unlink(missing_ok=True)
+        try:
+            build_tasks_from_world(args.world, built)
+        except TaskDataError as exc:
+            raise EvalInputError(str(exc)) from exc
+        done.touch()
+    else:  # other ranks wait for rank 0's files instead of writing the same paths concurrently
+        deadline = time.monotonic() + 600
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise EvalInputError(f"timed out waiting for rank 0 to build {built}")
+            time.sleep(0.5)
+    return [built, HUB_DIR]
+
+
+def resolve_tasks(requested: list[str], known: set[str], local: dict[str, Path]) -> tuple[list[str], dict[str, str]]:
+    """Apply aliases and check every name; unknown names raise with close matches and the offline tasks."""
+    names, aliased = [], {}
+    for name in requested:
+        target = TASK_ALIASES.get(name, name)
+        if target != name:
+            aliased[name] = target
+        if target not in known:
+            close = suggest(name, sorted(known))
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise EvalInputError(f"unknown task {name!r}.{hint} Offline tasks: {', '.join(sorted(local))} "
+                                 "(groups fgclip_pope, fgclip_attr).")
+        names.append(target)
+    return names, aliased
+
+
+def preflight(args: EvalLmmArgs, task_manager: Any, task_dirs: list[Path]) -> tuple[list[str], dict[str, str]]:
+    """Every check that needs no model: checkpoint, limits, task names, offline data."""
+    from fgclip_lmm.eval.lmm.model import check_checkpoint
+
+    try:
+        check_checkpoint(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise EvalInputError(str(exc)) from exc
+    if args.batch_size < 1:
+        raise EvalInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise EvalInputError(f"--limit must be >= 1, got {args.limit}")
+    if not args.tasks:
+        raise EvalInputError("--tasks is empty")
+    local = local_task_yamls(task_dirs)
+    names, aliased = resolve_tasks(args.tasks, set(task_manager.all_tasks), local)
+    leaves = set(task_manager.all_subtasks) & set(_expand(names, task_manager))
+    if args.limit is not None and args.limit % 2 and any(t.startswith(PAIR_TASK_PREFIXES) for t in leaves):
+        raise EvalInputError(f"--limit {args.limit} is odd: yes/no pair tasks (MME style) need an even limit")
+    for task in sorted(leaves & set(local)):
+        try:
+            check_task_data(task, local[task])
+        except TaskDataError as exc:
+            raise EvalInputError(str(exc)) from exc
+    return names, aliased
+
+
+def _expand(names: list[str], task_manager: Any) -> list[str]:
+    """Leaf task names under groups and tags (recursively, string entries)."""
+    out: list[str] = []
+    for name in names:
+        entry = task_manager.task_index.get(name)
+        if entry is None:
+            continue
+        if entry["type"] == "tag":
+            out += _expand(list(entry["task"]), task_manager)
+        elif entry["type"] == "group":
+            members = read_task_yaml(Path(entry["yaml_path"])).get("task", [])
+            out += _expand([m for m in members if isinstance(m, str)], task_manager)
+        else:
+            out.append(name)
+    return out
+
+
+def gather_from_ranks(model: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every rank's P(yes)/P(no) records (one per task and doc) and summed feature-cache counters."""
+    local = [{**asdict(s), "yes_prob": s.yes_prob} for s in model.yes_no_scores.values()]
+    parts = [(local, model.feature_cache.stats.as_dict())]
+    if model.world_size > 1:
+        import torch.distributed as dist
+
+        parts = [None] * model.world_size  # type: ignore[list-item]
+        dist.all_gather_object(parts, (local, model.feature_cache.stats.as_dict()))
+    unique = {(r["task"], r["doc_id"]): r for records, _ in parts for r in records}  # rank padding repeats requests
+    cache = {key: sum(stats[key] for _, stats in parts) for key in parts[0][1]}
+    return [unique[k] for k in sorted(unique)], cache
+
+
+def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], header: dict[str, Any],
+                  scores: list[dict[str, Any]]) -> None:
+    from fgclip_lmm.eval.lmm.report import to_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"header": header, "report": report, "lmms_eval": {k: results.get(k) for k in
+               ("results", "versions", "n-samples", "higher_is_better", "config", "groups")}}
+    (out / "eval_lmm.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (out / "eval_lmm.md").write_text(to_markdown(report, header))
+    for task, samples in results.get("samples", {}).items():
+        with (out / f"samples_{task}.jsonl").open("w") as f:
+            for sample in samples:
+                f.write(json.dumps(sample, default=str) + "\n")
+    with (out / "yes_no_scores.jsonl").open("w") as f:
+        for record in scores:
+            f.write(json.dumps(record) + "\n")
+
+
+def run(args: EvalLmmArgs) -> dict[str, Any] | None:
+    """Preflight, evaluate, report; returns the report on rank 0 (which writes the files), None elsewhere."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    from fgclip_lmm.eval.lmm.model import FGClipLlava
+    from fgclip_lmm.eval.lmm.report import build_report
+
+    task_dirs = _task_dirs(args)
+    local = set(local_task_yamls(task_dirs)) | local_group_names(task_dirs)
+    # Indexing lmms-eval's ~2000 built-in YAMLs takes seconds: skip it when every task is one of ours.
+    only_local = all(TASK_ALIASES.get(name, name) in local for name in args.tasks)
+    task_manager = TaskManager(verbosity=args.verbosity, include_path=[str(d) for d in task_dirs],
+                               include_defaults=not only_local, model_name="fgclip_llava")
+    names, aliased = preflight(args, task_manager, task_dirs)
+    model = FGClipLlava(pretrained=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                        score_yes_no=args.calibration, yes_no_rule=args.yes_no_rule)
+    start = time.perf_counter()
+    results = simple_evaluate(model=model, tasks=names, task_manager=task_manager, limit=args.limit,
+                              bootstrap_iters=0, log_samples=True, verbosity=args.verbosity,
+                              random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed)
+    elapsed = time.perf_counter() - start
+    scores, cache = gather_from_ranks(model)
+    if model.rank != 0 or results is None:
+        return None
+    report = build_report(results, {(r["task"], r["doc_id"]): r["yes_prob"] for r in scores})
+    header = {"model": args.model, "tasks": ",".join(names), "aliases": aliased or None, "limit": args.limit,
+              "batch_size": args.batch_size, "yes_no_rule": args.yes_no_rule, "world_size": model.world_size, "seconds": round(elapsed, 2),
+              "feature_cache": cache, "task_dirs": [str(d) for d in task_dirs]}
+    write_outputs(args.out, results, report, header, scores)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(list(argv))
+    try:
+        report = run(args)
+    except EvalInputError as exc:
+        print(f"fgclip-lmm eval-lmm: error: {exc}", file=sys.stderr)
+        return 2
+    if report is not None:
+        print(f"eval-lmm: wrote {args.out / 'eval_lmm.md'} and {args.out / 'eval_lmm.json'}")
+    return 0

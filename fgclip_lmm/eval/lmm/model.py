@@ -1,0 +1,350 @@
+"""`FGClipLlava`: the lmms-eval 0.7.3 model (`--model fgclip_llava`) for any stock HF `LlavaForConditionalGeneration`.
+
+Loads the export with `LlavaForConditionalGeneration` + `AutoProcessor` and serves lmms-eval's simple request
+API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md §5, §12):
+
+* batched generation with left padding whose answers equal batch size 1 (requests grouped by `gen_kwargs`);
+* `max_new_tokens`, `temperature` (>0 samples) and `until` honoured;
+* vision features computed once per distinct image per run (`FeatureCache`, requests ordered by image) and
+  spliced into the token embeddings, so POPE's ~18 questions per image cost one tower pass;
+* yes/no answers normalised with LLaVA's rule for yes/no documents (`normalize_yes_no=auto|true|false`;
+  `yes_no_rule=strict` keeps answers with neither yes nor no/not as they are instead of LLaVA's "yes");
+* `score_yes_no=true`: P(yes)/P(no) from the first generated step's logits, kept per request in
+  `self.yes_no_scores` and, with `scores_path=FILE`, appended as JSON lines (one file per rank);
+* `loglikelihood` usable directly (returns lmms-eval's convention: the continuation's summed NLL, and whether it
+  is the greedy continuation; `loglikelihood_returns=logprob` flips the sign);
+* accelerate data parallelism like the built-ins: `self._rank`/`self._world_size` from `Accelerator()`.
+
+Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
+("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
+chat_template (a file or a literal template), attn_implementation, loglikelihood_returns.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
+from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
+from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
+from fgclip_lmm.eval.lmm.requests import (
+    GenerationSettings,
+    PreparedRequest,
+    build_prompt,
+    expand_image_tokens,
+    flatten_visuals,
+)
+
+DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
+
+
+@dataclass(frozen=True)
+class YesNoScore:
+    """First-step answer probabilities for one request (P over the whole vocabulary) and its answer."""
+
+    task: str
+    split: str
+    doc_id: int
+    p_yes: float
+    p_no: float
+    raw: str
+    answer: str
+
+    @property
+    def yes_prob(self) -> float:
+        """P(yes) renormalised over {yes, no}: the calibration score."""
+        total = self.p_yes + self.p_no
+        return self.p_yes / total if total > 0 else 0.5
+
+
+def check_checkpoint(pretrained: str) -> None:
+    """Fail early and clearly on a missing or non-LLaVA local checkpoint (hub ids are left to transformers)."""
+    path = Path(pretrained).expanduser()
+    looks_local = path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
+    if not looks_local:
+        return
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {pretrained}")
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{pretrained} has no config.json: not a Hugging Face checkpoint")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != "llava":
+        raise ValueError(f"{pretrained} has model_type={model_type!r}; fgclip_llava needs a 'llava' export")
+
+
+class FGClipLlava(lmms):
+    """lmms-eval simple model for HF LLaVA exports (FG-CLIP or CLIP tower); see the module docstring."""
+
+    is_simple = True
+
+    def __init__(self, pretrained: str, device: str | None = None, dtype: str = "auto", batch_size: int | str = 1,
+                 max_new_tokens: int = 128, normalize_yes_no: bool | str = "auto", yes_no_rule: str = "llava",
+                 yes_no_tasks: str | None = None, score_yes_no: bool = False, scores_path: str | None = None,
+                 feature_cache_size: int = 256,
+                 chat_template: str | None = None, attn_implementation: str | None = None,
+                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
+        if str(normalize_yes_no).lower() not in {"auto", "true", "false"}:
+            raise ValueError(f"normalize_yes_no must be auto, true or false, got {normalize_yes_no!r}")
+        if yes_no_rule not in {"llava", "strict"}:
+            raise ValueError(f"yes_no_rule must be llava or strict, got {yes_no_rule!r}")
+        if loglikelihood_returns not in {"nll", "logprob"}:
+            raise ValueError(f"loglikelihood_returns must be nll or logprob, got {loglikelihood_returns!r}")
+        check_checkpoint(str(pretrained))
+        accelerator = Accelerator()
+        self.accelerator = accelerator
+        if accelerator.num_processes > 1:
+            self._device = accelerator.device
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        else:
+            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, str(dtype))
+        load_kwargs = {"dtype": torch_dtype}
+        if attn_implementation:
+            load_kwargs["attn_implementation"] = attn_implementation
+        self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+        self.processor = AutoProcessor.from_pretrained(pretrained)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.image_token = getattr(self.processor, "image_token", None) or "<image>"
+        self.image_token_id = int(self._model.config.image_token_id)
+        template = chat_template or self.tokenizer.chat_template or getattr(self.processor, "chat_template", None)
+        if template and os.path.isfile(template):
+            template = Path(template).read_text()
+        self.chat_template = template or VICUNA_CHAT_TEMPLATE
+        self.pretrained = str(pretrained)
+        self.batch_size_per_gpu = max(1, int(batch_size))
+        self.max_new_tokens = int(max_new_tokens)
+        self.normalize_yes_no = str(normalize_yes_no).lower()
+        self.strict_yes_no = yes_no_rule == "strict"
+        self.yes_no_tasks = tuple(yes_no_tasks.split("+")) if yes_no_tasks else DEFAULT_YES_NO_TASKS
+        self.score_yes_no = bool(score_yes_no)
+        self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer) if self.score_yes_no else ([], [])
+        self.scores_path = self._rank_path(scores_path) if scores_path else None
+        self.loglikelihood_returns = loglikelihood_returns
+        self.feature_cache = FeatureCache(max_items=int(feature_cache_size))
+        # Stop on the export's own stop token (assemble writes the template's, e.g. <|im_end|>) and the tokenizer's eos.
+        configured = self._model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [configured]
+        self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
+        self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
+
+    # -- lmms-eval plumbing --------------------------------------------------------------------------------------
+    @property
+    def model(self) -> LlavaForConditionalGeneration:
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    def _rank_path(self, path: str) -> Path:
+        out = Path(path)
+        if self._world_size > 1:
+            out = out.with_name(f"{out.stem}.rank{self._rank}{out.suffix}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def clean(self) -> None:
+        """End of a run: free cached features (stats kept); unlike the base class, keep the model for reuse."""
+        self.feature_cache.clear(reset_stats=False)
+
+    def reset_run_state(self) -> None:
+        """Forget cached features, cache counters and stored yes/no scores (before a fresh run)."""
+        self.feature_cache.clear()
+        self.yes_no_scores.clear()
+
+    # -- preparation ----------------------------------------------------------------------------------------------
+    def _doc(self, task: str, split: str, doc_id: int) -> dict[str, Any]:
+        return self.task_dict[task][split][doc_id]
+
+    def _prepare(self, index: int, request: Instance, generation: bool) -> PreparedRequest:
+        if generation:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            continuation = ""
+        else:
+            context, continuation, doc_to_visual, doc_id, task, split = request.args
+            gen_kwargs = None
+        doc = self._doc(task, split, doc_id)
+        where = f"{task}/{split}/{doc_id}"
+        images = flatten_visuals(doc_to_visual(doc), where) if doc_to_visual is not None else []
+        if not isinstance(continuation, str):
+            continuation = continuation(doc)
+
+        def load_images() -> list:
+            return flatten_visuals(doc_to_visual(self._doc(task, split, doc_id)), where)
+
+        mode = self.normalize_yes_no
+        yes_no = mode == "true" or (mode == "auto" and (is_yes_no_doc(doc) or is_yes_no_task(task, self.yes_no_tasks)))
+        return PreparedRequest(
+            index=index, task=task, split=split, doc_id=int(doc_id),
+            prompt=build_prompt(context, len(images), self.tokenizer, self.image_token, self.chat_template),
+            image_keys=[image_key(image) for image in images], load_images=load_images,
+            settings=GenerationSettings.from_gen_kwargs(gen_kwargs, self.max_new_tokens),
+            yes_no=yes_no, continuation=continuation,
+        )
+
+    @torch.no_grad()
+    def _features(self, batch: list[PreparedRequest]) -> dict[str, torch.Tensor]:
+        """Projected features for every image of `batch`: cached ones reused, the rest computed once."""
+        found: dict[str, torch.Tensor] = {}
+        missing: dict[str, tuple[PreparedRequest, int]] = {}
+        for req in batch:
+            for position, key in enumerate(req.image_keys):
+                if key in found or key in missing:
+                    self.feature_cache.stats.hits += 1
+                    continue
+                cached = self.feature_cache.get(key)
+                if cached is not None:
+                    found[key] = cached
+                else:
+                    missing[key] = (req, position)
+        if missing:
+            loaded: dict[int, list] = {}
+            images = []
+            for req, position in missing.values():
+                if req.index not in loaded:
+                    loaded[req.index] = req.load_images()
+                images.append(loaded[req.index][position])
+            pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            config = self._model.config
+            out = self._model.get_image_features(
+                pixel_values=pixels.to(self._device, self._model.dtype),
+                vision_feature_layer=config.vision_feature_layer,
+                vision_feature_select_strategy=config.vision_feature_select_strategy,
+            )
+            features = out.pooler_output if hasattr(out, "pooler_output") else out
+            for key, feature in zip(missing, features):
+                self.feature_cache.put(key, feature)
+                found[key] = feature
+        return found
+
+    def _tokenize(self, batch: list[PreparedRequest], texts: list[str],
+                  features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded token ids and attention mask, each image placeholder expanded to its feature rows."""
+        expanded = [
+            expand_image_tokens(text, self.image_token, [features[k].shape[0] for k in req.image_keys])
+            for req, text in zip(batch, texts)
+        ]
+        enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
+        return enc["input_ids"].to(self._device), enc["attention_mask"].to(self._device)
+
+    def _embed(self, batch: list[PreparedRequest], input_ids: torch.Tensor,
+               features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Input embeddings with the image features spliced in at the image-token positions."""
+        embeds = self._model.get_input_embeddings()(input_ids)
+        ordered = [features[k] for req in batch for k in req.image_keys]
+        if ordered:
+            image_mask = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
+            embeds = embeds.masked_scatter(image_mask, torch.cat(ordered).to(embeds.dtype))
+        return embeds
+
+    @staticmethod
+    def _batches(prepared: list[PreparedRequest], size: int) -> list[list[PreparedRequest]]:
+        """Group by generation settings, order by image then prompt length, cut into batches of `size`."""
+        groups: dict[str, list[PreparedRequest]] = {}
+        for req in prepared:
+            groups.setdefault(req.settings.group_key(), []).append(req)
+        batches = []
+        for group in groups.values():
+            group.sort(key=lambda r: (r.image_keys[:1], -len(r.prompt), r.index))
+            batches += [group[i : i + size] for i in range(0, len(group), size)]
+        return batches
+
+    # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        prepared = [self._prepare(i, req, generation=True) for i, req in enumerate(requests)]
+        results: list[GenerationResult | None] = [None] * len(requests)
+        new_scores: list[YesNoScore] = []
+        pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="fgclip_llava generate")
+        for batch in self._batches(prepared, self.batch_size_per_gpu):
+            settings = batch[0].settings
+            features = self._features(batch)
+            input_ids, mask = self._tokenize(batch, [r.prompt for r in batch], features)
+            embeds = self._embed(batch, input_ids, features)
+            out = self._model.generate(
+                inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.eos_token_ids, return_dict_in_generate=True,
+                output_logits=self.score_yes_no, **settings.generate_kwargs(),
+            )
+            sequences = out.sequences  # only the new tokens: generation started from embeddings
+            texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+            probs = self._first_step_probs(out.logits[0], settings.num_beams) if self.score_yes_no else None
+            for row, req in enumerate(batch):
+                raw = settings.truncate(texts[row]).strip()
+                answer = normalize_answer(raw, strict=self.strict_yes_no) if req.yes_no else raw
+                n_out = int((sequences[row] != self.tokenizer.pad_token_id).sum())
+                results[req.index] = GenerationResult(
+                    answer, TokenCounts(input_tokens=int(mask[row].sum()), output_tokens=n_out)
+                )
+                if probs is not None:
+                    score = YesNoScore(req.task, req.split, req.doc_id, probs[row][0], probs[row][1], raw, answer)
+                    self.yes_no_scores[(req.task, req.split, req.doc_id)] = score
+                    new_scores.append(score)
+            pbar.update(len(batch))
+        pbar.close()
+        self._write_scores(new_scores)
+        return results  # type: ignore[return-value]
+
+    def _first_step_probs(self, logits: torch.Tensor, num_beams: int) -> list[tuple[float, float]]:
+        logp = torch.log_softmax(logits[::num_beams].float(), dim=-1)
+        p_yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1).exp()
+        p_no = torch.logsumexp(logp[:, self.no_ids], dim=-1).exp()
+        return list(zip(p_yes.tolist(), p_no.tolist()))
+
+    def _write_scores(self, scores: list[YesNoScore]) -> None:
+        if not self.scores_path or not scores:
+            return
+        with self.scores_path.open("a") as f:
+            for score in scores:
+                f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """Per request: (summed NLL of the continuation after the chat prompt, is it the greedy continuation)."""
+        results = []
+        for index, request in enumerate(tqdm(requests, disable=self._rank != 0, desc="fgclip_llava loglikelihood")):
+            req = self._prepare(index, request, generation=False)
+            features = self._features([req])
+            ids, _ = self._tokenize([req], [req.prompt + req.continuation], features)
+            context_ids, _ = self._tokenize([req], [req.prompt], features)
+            n_context = context_ids.shape[1]
+            if not torch.equal(ids[:, :n_context], context_ids):  # a merge across the boundary: encode apart
+                cont = self.tokenizer(req.continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                ids = torch.cat([context_ids, cont.to(self._device)], dim=1)
+            if n_context >= ids.shape[1]:
+                raise ValueError(f"{req.task}/{req.doc_id}: empty continuation {req.continuation!r}")
+            embeds = self._embed([req], ids, features)
+            logits = self._model(inputs_embeds=embeds).logits[0, n_context - 1 : -1].float()
+            targets = ids[0, n_context:]
+            nll = -torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).sum().item()
+            greedy = bool((logits.argmax(-1) == targets).all())
+            results.append((nll if self.loglikelihood_returns == "nll" else -nll, greedy))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        """lmms-eval declares this abstract; no task this plugin targets is multi-round, so such a task fails
+        loudly instead of being answered turn-by-turn without its history."""
+        tasks = sorted({req.task_name for req in requests})
+        raise NotImplementedError(f"fgclip_llava answers single-turn generate_until tasks only; multi-round "
+                                  f"task(s) {tasks} need a chat model (e.g. lmms-eval's llava_hf)")
