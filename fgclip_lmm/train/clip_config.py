@@ -1,4 +1,5 @@
-"""`ClipTrainConfig`: every knob of FG-CLIP training in one typed, flat dataclass (YAML presets in train_clip/)."""
+"""`ClipTrainConfig`: every knob of FG-CLIP (v1 and FG-CLIP 2) training in one typed, flat dataclass (YAML presets in
+fgclip_lmm/presets/clip/)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,21 +9,26 @@ from ..presets import PresetError, resolve_deepspeed_json
 from .config_io import ConfigError
 
 STAGES = ("stage1", "stage2")
+MODELS = ("fgclip", "fgclip2")
 
 
 @dataclass
 class ClipTrainConfig:
     # what to train
+    model: str = "fgclip"                 # fgclip (v1, CLIP towers) | fgclip2 (FG-CLIP 2, SigLIP 2 NaFlex towers)
     stage: str = "stage2"                 # stage1: global long/short; stage2: + regional + hard negatives
-    init_from: str = "openai/clip-vit-base-patch16"  # OpenAI CLIP, official FG-CLIP, ours, or "tiny" (random)
+    init_from: str = "openai/clip-vit-base-patch16"  # OpenAI CLIP, official FG-CLIP, ours, or "tiny" (random);
+    #                                     fgclip2: SigLIP 2 NaFlex, official FG-CLIP 2, ours, or "tiny"
     tokenizer: str | None = None          # default: the init_from checkpoint's tokenizer
-    reset_fine_grained_scales: bool = True  # official: region/hard temperatures start at logit_scale (fresh runs)
+    reset_fine_grained_scales: bool = True  # official: region/hard temperatures start at logit_scale (fresh runs;
+    #                                       fgclip2: at fine_grained_logit_scale_init = 4.6052, its official start)
     logit_scale_max: float | None = None  # clamp of the three log-temperatures; None = official (no clamp)
     freeze: list[str] = field(default_factory=list)  # regexes of parameter names to freeze
     gradient_checkpointing: bool = True   # non-reentrant, as the official trainer forces
     tiny_width: int = 64                  # init_from: tiny -> FGCLIPConfig.tiny(width, layers, patch)
     tiny_layers: int = 2
     tiny_patch: int = 8
+    patch_budgets: list[int] = field(default_factory=lambda: [128, 256, 576, 784, 1024])  # fgclip2: NaFlex budgets
     # data
     data_path: str = ""                   # stage1 pairs or FineHARD (file, .txt list or directory)
     data_format: str = "auto"             # auto (stage1: pairs, stage2: finehard) | pairs | finehard
@@ -69,6 +75,13 @@ class ClipTrainConfig:
                 resolve_deepspeed_json(self.deepspeed_config)
             except PresetError as error:
                 raise ConfigError(f"config key 'deepspeed_config': {error}") from None
+        if self.model not in MODELS:
+            raise ConfigError(f"config key 'model': {self.model!r} is not one of {MODELS}")
+        if self.model == "fgclip2" and self.logit_scale_max is not None:
+            raise ConfigError("config key 'logit_scale_max': FG-CLIP 2 trains its temperatures unclamped, as the "
+                              "official trainer does; leave it unset (null) for model: fgclip2")
+        if not self.patch_budgets or any(b <= 0 for b in self.patch_budgets):
+            raise ConfigError(f"config key 'patch_budgets': expected positive patch counts, got {self.patch_budgets}")
         if self.stage not in STAGES:
             raise ConfigError(f"config key 'stage': {self.stage!r} is not one of {STAGES}")
         if self.on_bad_record not in {"error", "skip"}:

@@ -1,4 +1,6 @@
 """FG-CLIP training on the DeepSpeed engine: stage 1 (global long/short) and stage 2 (+ regional, hard negatives).
+`model: fgclip2` trains FG-CLIP 2 (SigLIP 2 NaFlex towers) on the same readers; its differences live in
+`clip_fgclip2.py`.
 
 Clusters: `deepspeed [--num_gpus N | --hostfile H] train_clip/train.py --config CFG [--key value ...]`.
 One process: `fgclip-lmm train-clip --config CFG [--key value ...]` (same engine, gloo on a CPU).
@@ -16,10 +18,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from ..model import FGCLIPConfig, FGCLIPModel
+from ..model import FGCLIP2Model, FGCLIPConfig, FGCLIPModel
 from . import checkpoint as ckpt
 from .clip_config import ClipTrainConfig
 from .clip_data import build_clip_data
+from .clip_fgclip2 import build_fgclip2_model, fgclip2_batch_flops, fgclip2_hard_negative_accuracy
 from .config_io import dump_config
 from .flops import clip_tower_flops, measure_matmul_peak, train_flops
 from .metrics_log import MetricsLogger
@@ -27,10 +30,23 @@ from .runtime import (deepspeed_config, device, fault_injection_step, init_distr
                       run_trainer, use_bf16)
 
 PRESETS = "clip"  # kind of shipped presets (fgclip_lmm/presets/clip/)
-NO_DECAY = re.compile(r"(layer_?norm|layrnorm|\.bias$|^logit_scale)", re.IGNORECASE)
+NO_DECAY = re.compile(r"(layer_?norm|layrnorm|\.bias$|^logit_scale|^logit_bias)", re.IGNORECASE)
 
 
-def build_model(cfg: ClipTrainConfig, tokenizer, resuming: bool) -> FGCLIPModel:
+def build_model(cfg: ClipTrainConfig, tokenizer, resuming: bool) -> FGCLIPModel | FGCLIP2Model:
+    if cfg.model == "fgclip2":
+        model = build_fgclip2_model(cfg, tokenizer, resuming)
+    else:
+        model = build_fgclip_model(cfg, tokenizer, resuming)
+    for name, p in model.named_parameters():
+        if any(re.search(pattern, name) for pattern in cfg.freeze):
+            p.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def build_fgclip_model(cfg: ClipTrainConfig, tokenizer, resuming: bool) -> FGCLIPModel:
     if cfg.init_from == "tiny":
         vocab = len(tokenizer)
         ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -50,11 +66,6 @@ def build_model(cfg: ClipTrainConfig, tokenizer, resuming: bool) -> FGCLIPModel:
         with torch.no_grad():  # official: both fine-grained temperatures start at the global one (fresh runs only)
             model.logit_scale_finegraind.copy_(model.logit_scale)
             model.logit_scale_hardneg.copy_(model.logit_scale)
-    for name, p in model.named_parameters():
-        if any(re.search(pattern, name) for pattern in cfg.freeze):
-            p.requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -79,6 +90,8 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
 
 
 def batch_flops(model_config, batch: dict) -> float:
+    if model_config.model_type == "fgclip2":
+        return train_flops(fgclip2_batch_flops(model_config, batch))
     texts = [tuple(batch[k].shape) for k in ("long_input_ids", "short_input_ids", "box_input_ids",
                                               "hard_input_ids") if k in batch]
     return train_flops(clip_tower_flops(model_config, batch["pixel_values"].shape[0], texts))
@@ -201,14 +214,17 @@ def export_final(root: Path, out: Path, rank: int) -> Path:
     return final
 
 
-def periodic_eval(model: FGCLIPModel, tokenizer, cfg: ClipTrainConfig, rank: int) -> dict[str, float]:
+def periodic_eval(model: FGCLIPModel | FGCLIP2Model, tokenizer, cfg: ClipTrainConfig, rank: int) -> dict[str, float]:
     from .clip_eval import hard_negative_accuracy
 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        result = hard_negative_accuracy(model, tokenizer, cfg.eval_data, cfg.eval_image_root or None,
-                                        image_size=cfg.image_size, limit=cfg.eval_limit)
+        if cfg.model == "fgclip2":
+            result = fgclip2_hard_negative_accuracy(model, tokenizer, cfg, limit=cfg.eval_limit)
+        else:
+            result = hard_negative_accuracy(model, tokenizer, cfg.eval_data, cfg.eval_image_root or None,
+                                            image_size=cfg.image_size, limit=cfg.eval_limit)
     model.train(was_training)
     return {f"eval/{k}": float(v) for k, v in result.items()}
 
