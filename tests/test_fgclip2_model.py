@@ -62,6 +62,13 @@ def test_state_dict_names_round_trip_and_auto(tmp_path):
     auto = AutoModel.from_pretrained(tmp_path / "ours")
     assert isinstance(auto, FGCLIP2Model) and isinstance(AutoConfig.from_pretrained(tmp_path / "ours"), FGCLIP2Config)
     assert auto.criterion.cmr_threshold.item() == 1.25 and auto.config.longtext_len == 196
+    ids, inputs = text_ids(model.config, 2, 196), naflex_inputs(model.config)
+    with torch.no_grad():  # non-persistent buffers (the position ids of every walk) are rebuilt on load
+        for walk in ("long", "short", "box"):
+            width = 196 if walk == "long" else 64
+            torch.testing.assert_close(auto.get_text_features(ids[:, :width], walk_type=walk),
+                                       model.eval().get_text_features(ids[:, :width], walk_type=walk))
+        torch.testing.assert_close(auto.get_image_features(**inputs), model.get_image_features(**inputs))
 
 
 @pytest.mark.parametrize("with_fine_scales", [True, False])

@@ -33,6 +33,33 @@ from fgclip_lmm.data.text import TextTooLongError
 from fgclip_lmm.model.naflex import PATCH_BUDGETS, batch_budget, make_image_processor, naflex_batch
 
 
+def encode_fixed(tokenizer, texts: Sequence[str], max_length: int, field: str, truncation: str = "error",
+                 record_ids: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(ids, attention_mask, number truncated): (N, max_length) padded to exactly max_length on the tokenizer's
+    padding side (the official `padding="max_length"`); distinct texts are tokenised once. A text over budget
+    raises `TextTooLongError` naming its record and field under `truncation="error"`, else it is cut (HF
+    truncation, special tokens kept) and counted."""
+    pad_id = tokenizer.pad_token_id
+    if not texts:
+        empty = torch.full((0, max_length), pad_id, dtype=torch.long)
+        return empty, torch.zeros_like(empty), 0
+    distinct = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+    rows = torch.tensor([distinct[text] for text in texts], dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids in tokenizer(list(distinct), verbose=False)["input_ids"]])[rows]
+    where = (lambda row: record_ids[row]) if record_ids is not None else (lambda row: f"text {row} of the batch")
+    empty = lengths <= tokenizer.num_special_tokens_to_add()
+    if bool(empty.any()):  # readers reject empty texts; encoding one would train on padding
+        raise ValueError(f"{where(int(empty.nonzero()[0, 0]))}, field {field!r}: empty text reached the encoder")
+    too_long = lengths > max_length
+    if bool(too_long.any()) and truncation == "error":
+        row = int(too_long.nonzero()[0, 0])
+        raise TextTooLongError(f"{where(row)}, field {field!r}: {int(lengths[row])} tokens exceed max_length "
+                               f"{max_length} (set truncation: truncate to cut and count instead)")
+    encoded = tokenizer(list(distinct), padding="max_length", truncation=True, max_length=max_length,
+                        return_attention_mask=True, return_tensors="pt", verbose=False)
+    return encoded["input_ids"].long()[rows], encoded["attention_mask"].long()[rows], int(too_long.sum())
+
+
 class NaFlexImages:
     """The readers' image loader for NaFlex: the decoded RGB image, unresized (the collator resizes per batch)."""
 
@@ -52,26 +79,10 @@ class FGClip2Collator(FGClipCollator):
         self.processor = make_image_processor(self.patch_size, self.patch_budgets[-1])
 
     def _encode(self, texts: list[str], max_length: int, field: str, record_ids: list[str]) -> torch.Tensor:
-        """(N, max_length) ids padded to exactly max_length on the tokenizer's side; distinct texts tokenised once."""
-        pad_id = self.tokenizer.pad_token_id
-        if not texts:
-            return torch.full((0, max_length), pad_id, dtype=torch.long)
-        distinct = {text: i for i, text in enumerate(dict.fromkeys(texts))}
-        rows = torch.tensor([distinct[text] for text in texts], dtype=torch.long)
-        lengths = torch.tensor([len(ids) for ids in self.tokenizer(list(distinct), verbose=False)["input_ids"]])[rows]
-        empty = lengths <= self.tokenizer.num_special_tokens_to_add()
-        if bool(empty.any()):  # readers reject empty texts; encoding one would train on padding
-            row = int(empty.nonzero()[0, 0])
-            raise ValueError(f"{record_ids[row]}, field {field!r}: empty text reached the collator")
-        too_long = lengths > max_length
-        if bool(too_long.any()) and self.config.truncation == "error":
-            row = int(too_long.nonzero()[0, 0])
-            raise TextTooLongError(f"{record_ids[row]}, field {field!r}: {int(lengths[row])} tokens exceed max_length "
-                                   f"{max_length} (set truncation: truncate to cut and count instead)")
-        self.report.count_truncations(field, int(too_long.sum()))
-        encoded = self.tokenizer(list(distinct), padding="max_length", truncation=True, max_length=max_length,
-                                 return_tensors="pt", verbose=False)
-        return encoded["input_ids"].long()[rows]
+        ids, _, n_truncated = encode_fixed(self.tokenizer, texts, max_length, field, self.config.truncation,
+                                           record_ids)
+        self.report.count_truncations(field, n_truncated)
+        return ids
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         if not samples:

@@ -58,6 +58,11 @@ class FGCLIP2Config(Siglip2Config):
         """The short / box path length (64) is the text tower's own `max_position_embeddings`."""
         return self.text_config.max_position_embeddings
 
+    @property
+    def long_max_len(self) -> int:
+        """`longtext_len` under v1's name, for code that serves both generations (benchmark reports)."""
+        return self.longtext_len
+
     def validate_architecture(self):
         short = self.text_config.max_position_embeddings
         if not 0 < self.keep_len < short - 1:

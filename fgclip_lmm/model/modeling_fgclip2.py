@@ -45,7 +45,6 @@ class FGCLIP2TextEmbeddings(Siglip2TextEmbeddings):
         self.keep_len, self.longtext_len = keep_len, longtext_len
         self.position_embedding_ori = nn.Embedding(longtext_len, config.hidden_size)
         self.position_embedding_res = nn.Embedding(longtext_len, config.hidden_size)
-        self.long_position_ids = nn.Buffer(torch.arange(longtext_len).expand((1, -1)), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, walk_type: str = "short") -> torch.Tensor:
         if walk_type not in WALK_TYPES:
@@ -56,7 +55,9 @@ class FGCLIP2TextEmbeddings(Siglip2TextEmbeddings):
             raise ValueError(f"the long walk takes exactly {self.longtext_len} tokens (pooling is at the last "
                              f"position), got {input_ids.shape[-1]}: tokenise with padding='max_length', "
                              f"max_length={self.longtext_len}")
-        positions = self.long_position_ids
+        # Built per call, not a buffer: the nested Siglip2TextModel re-initialises its children after a load with
+        # its own `_init_weights`, which knows nothing of a second position-id buffer.
+        positions = torch.arange(self.longtext_len, device=input_ids.device)[None]
         long_pos = torch.cat([self.position_embedding_ori(positions[:, :self.keep_len]),
                               self.position_embedding_res(positions[:, self.keep_len:])], dim=1)
         return self.token_embedding(input_ids) + long_pos
