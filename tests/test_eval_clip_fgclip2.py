@@ -66,7 +66,8 @@ def test_fgovd_uses_the_box_walk_and_per_image_naflex(world, fg2, tmp_path):  # 
             fw, fh = row["width"], row["height"]
             box = torch.tensor([[x / fw, y / fh, min((x + w) / fw, 1.0), min((y + h) / fh, 1.0)]])
             roi = model.get_image_box_roi_features(**naive_inputs(world / row["img_path"]), box_info=[box])[0]
-            texts = torch.stack([naive_text(model, tok, t, "box") for t in row["pos_expression"] + row["neg_expression"]])
+            phrases = row["pos_expression"] + row["neg_expression"]
+            texts = torch.stack([naive_text(model, tok, t, "box") for t in phrases])
             prob = (100 * roi @ texts.T).softmax(-1)
             hits.append(int(prob.argmax()) == 0)
             probs.append(float(prob[0]))

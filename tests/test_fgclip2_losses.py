@@ -90,7 +90,8 @@ def test_every_term_matches_a_float64_loop_over_the_formulas():
     terms = criterion(image, long_text, short_text, scale, bias, region, region_text, fine, hard_region, hard_text,
                       hard, update_threshold=True)
     s = math.exp(2.3)
-    want = {"global_long": ref_sigmoid(image, long_text, s, -3.0), "global_short": ref_sigmoid(image, short_text, s, -3.0),
+    want = {"global_long": ref_sigmoid(image, long_text, s, -3.0),
+            "global_short": ref_sigmoid(image, short_text, s, -3.0),
             "region": ref_region(region, region_text, math.exp(2.0)), "region_text": ref_tic(region_text)}
     itc, pair, cmr, estimate = ref_hard(hard_region, hard_text, math.exp(1.5), 0.7)
     want.update(hard_itc=itc, hard_pair=pair, hard_cmr=cmr, hard_neg=0.6 * itc + 3 * pair + 0.4 * cmr)
@@ -160,7 +161,8 @@ def test_forward_terms_and_per_term_gradients():
         "hard_cmr": ["logit_scale_hardneg", "boxtext_head.weight", "dense_feature_head.mlp.fc2.weight"],
     }
     never = {
-        "global_long": ["text_model.head.weight", "boxtext_head.weight", "logit_scale_finegraind", "dense_feature_head.probe"],
+        "global_long": ["text_model.head.weight", "boxtext_head.weight", "logit_scale_finegraind",
+                        "dense_feature_head.probe"],
         "global_short": ["longtext_head.weight", "boxtext_head.weight", "logit_scale_hardneg",
                          "text_model.embeddings.position_embedding_res.weight"],
         "region": ["logit_scale", "logit_scale_hardneg", "text_model.head.weight", "longtext_head.weight",
@@ -233,7 +235,8 @@ TWO_RANK_SCRIPT = textwrap.dedent("""
     region, text = torch.randn(6, 6, generator=g), torch.randn(6, 11, 6, generator=g)
     rows = slice(rank * 4, (rank + 1) * 4)
     local_img, local_txt = img[rows].clone().requires_grad_(True), txt[rows].clone().requires_grad_(True)
-    loss = SigmoidGlobalLoss(rank=rank, world_size=world)(local_img, local_txt, torch.tensor([2.0]), torch.tensor([-1.0]))
+    criterion = SigmoidGlobalLoss(rank=rank, world_size=world)
+    loss = criterion(local_img, local_txt, torch.tensor([2.0]), torch.tensor([-1.0]))
     loss.backward()
     hard = HardNegativeLoss(rank=rank, world_size=world)
     hard(region[rank * 3:(rank + 1) * 3], text[rank * 3:(rank + 1) * 3], torch.tensor(1.0), update_threshold=True)

@@ -128,7 +128,8 @@ def test_siglip2_initialisation_keeps_siglip2_features_and_copies_heads(tmp_path
                                    model.get_text_features(ids, walk_type="short"), rtol=0, atol=0)
     emb = model.text_model.embeddings
     table = stretch_positions(siglip.text_model.embeddings.position_embedding.weight, 196, 20, 4)
-    assert torch.equal(emb.position_embedding_ori.weight, table) and torch.equal(emb.position_embedding_res.weight, table)
+    assert torch.equal(emb.position_embedding_ori.weight, table)
+    assert torch.equal(emb.position_embedding_res.weight, table)
     for name in ("weight", "bias"):
         for head in (model.longtext_head, model.boxtext_head):
             assert torch.equal(getattr(head, name), getattr(siglip.text_model.head, name))
@@ -148,7 +149,8 @@ def test_short_walk_masked_and_unmasked_equal_siglip2_text_model():
     with torch.no_grad():
         unmasked, masked = model.get_text_features(ids), model.get_text_features(ids, attention_mask=mask)
         torch.testing.assert_close(unmasked, reference(input_ids=ids).pooler_output, rtol=0, atol=1e-6)
-        torch.testing.assert_close(masked, reference(input_ids=ids, attention_mask=mask).pooler_output, rtol=0, atol=1e-6)
+        torch.testing.assert_close(masked, reference(input_ids=ids, attention_mask=mask).pooler_output,
+                                   rtol=0, atol=1e-6)
         assert (masked - unmasked).abs().max() > 1e-3  # the two protocols really differ
         changed = ids.clone()
         changed[:, 20:40] = 5  # padded keys: invisible under the mask, visible without
@@ -217,7 +219,8 @@ def test_dense_features_and_box_features_match_the_official_per_image_computatio
         torch.testing.assert_close(whole[0], dense[0, : h * w].mean(0), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("box, message", [([0.2, 0.2, 1.5, 0.9], "outside \\[0, 1\\]"), ([0.6, 0.2, 0.3, 0.9], "x1 > x2"),
+@pytest.mark.parametrize("box, message", [([0.2, 0.2, 1.5, 0.9], "outside \\[0, 1\\]"),
+                                          ([0.6, 0.2, 0.3, 0.9], "x1 > x2"),
                                           ([2.0, 3.0, 10.0, 12.0], "outside")])
 def test_bad_boxes_and_shapes_raise(box, message):
     model = tiny_model().eval()
@@ -254,3 +257,20 @@ def test_training_forward_rejects_unpadded_short_texts():
     batch["short_input_ids"] = batch["short_input_ids"][:, :20]
     with pytest.raises(ValueError, match="padded to 64 tokens"):
         model(**batch)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny_model()
+    batch = make_batch(model.config)
+    assert model.config._attn_implementation == "sdpa"
+    model.train()
+    model(**batch)["loss"].backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    with torch.no_grad():
+        model.criterion.cmr_threshold.zero_()  # the first forward moved the margin; start the second from the same
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model(**batch)["loss"].backward()
+    assert model.text_model.encoder.gradient_checkpointing and model.vision_model.encoder.gradient_checkpointing
+    for name, grad in plain.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=0, atol=1e-5)

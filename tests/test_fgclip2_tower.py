@@ -37,7 +37,8 @@ def dirs(tmp_path_factory):
 @pytest.mark.parametrize("image_size", [32, 48, 24])  # the learned 4x4 grid, then resized to 6x6 and 3x3
 def test_fixed_grid_tower_equals_the_naflex_tower_on_square_images(dirs, image_size):
     fixed = fgclip2_vision_as_siglip(dirs.model, image_size)
-    assert type(fixed) is SiglipVisionModel and fixed.config.image_size == image_size and not fixed.config.vision_use_head
+    assert type(fixed) is SiglipVisionModel and fixed.config.image_size == image_size
+    assert not fixed.config.vision_use_head
     images = torch.randn(3, 3, image_size, image_size)
     with torch.no_grad():
         want = dirs.model.vision_model(**patchify(images, 8), output_hidden_states=True)

@@ -152,7 +152,8 @@ class FGCLIP2Model(Siglip2PreTrainedModel):
         return self.vision_model(pixel_values=pixel_values, pixel_attention_mask=pixel_attention_mask,
                                  spatial_shapes=spatial_shapes, **kwargs)
 
-    def dense_features(self, last_hidden_state: torch.Tensor, pixel_attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def dense_features(self, last_hidden_state: torch.Tensor,
+                       pixel_attention_mask: torch.Tensor | None) -> torch.Tensor:
         """`dense_feature_head` as self-attention of every token (padded keys masked), then x + MLP(LN(x))."""
         head = self.dense_feature_head
         padding = None if pixel_attention_mask is None else pixel_attention_mask.to(last_hidden_state.device) == 0
