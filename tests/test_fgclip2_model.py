@@ -1,7 +1,5 @@
 """FG-CLIP 2 model core: official names, the three checkpoint formats, text walks, NaFlex dense/box features."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from transformers import (
 )
 
 from fgclip_lmm.model import FGCLIP2Config, FGCLIP2Model
+from fgclip_lmm.model.convert import main as convert_main
 from fgclip_lmm.model.naflex import (
     budget_for,
     make_image_processor,
@@ -86,10 +85,10 @@ def test_official_directory_loads_without_executing_its_code(tmp_path, with_fine
             assert model.state_dict()[key].item() == pytest.approx(4.6052)  # the official trainer's start
         else:
             assert torch.equal(value, model.state_dict()[key]), key
+    if not with_fine_scales:
+        return
     out = tmp_path / "converted"
-    run = subprocess.run([sys.executable, "-m", "fgclip_lmm.cli", "convert", str(tmp_path / "official"), str(out)],
-                         capture_output=True, text=True, check=False)
-    assert run.returncode == 0, run.stderr
+    assert convert_main([str(tmp_path / "official"), str(out)]) == 0  # the `fgclip-lmm convert` entry point
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "fgclip2" and "auto_map" not in config and config["longtext_len"] == 196
     processor = json.loads((out / "preprocessor_config.json").read_text())
