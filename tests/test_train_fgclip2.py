@@ -21,7 +21,8 @@ from fgclip_lmm.train.clip_fgclip2 import use_naflex_images
 from fgclip_lmm.train.config_io import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+       "FGCLIP_TEST_MARKERS": "1"}  # the FGCLIP_TRAIN_DONE line
 TERMS = ("loss", "global_long", "global_short", "region", "region_text", "hard_neg", "hard_itc", "hard_pair",
          "hard_cmr", "cmr_threshold", "lr")
 
@@ -83,8 +84,9 @@ def test_sigkill_and_resume_continue_the_same_trajectory(world, tmp_path):
     resumed = run(args(world, tmp_path / "cut", *steps, "--resume", "auto"))
     assert resumed.returncode == 0 and "FGCLIP_TRAIN_DONE" in resumed.stdout, resumed.stderr[-3000:]
     assert "step_00000003" in resumed.stderr + resumed.stdout
-    after = metrics(tmp_path / "cut")[4:]
-    assert [m["step"] for m in after] == [4, 5]
+    rows = metrics(tmp_path / "cut")
+    assert [m["step"] for m in rows] == [1, 2, 3, 4, 5]  # the killed run's step 4 row was dropped on resume
+    after = rows[3:]
     for term in TERMS:  # step 4 again, from the step-3 checkpoint: the same numbers as the first time
         assert after[0][term] == pytest.approx(before[4][term], rel=1e-6, abs=1e-7), term
     model = FGCLIP2Model.from_pretrained(tmp_path / "cut" / "hf")
@@ -92,7 +94,7 @@ def test_sigkill_and_resume_continue_the_same_trajectory(world, tmp_path):
 
 
 def test_config_errors_and_presets(world, tmp_path):
-    with pytest.raises(ConfigError, match="'model': 'fgclip3' is not one of"):
+    with pytest.raises(ConfigError, match="'model': 'fgclip3' is not one of fgclip\\|fgclip2"):
         load_config(ClipTrainConfig, args(world, tmp_path) + ["--model", "fgclip3"], "clip")
     with pytest.raises(ConfigError, match="'logit_scale_max': FG-CLIP 2 trains its temperatures unclamped"):
         load_config(ClipTrainConfig, args(world, tmp_path) + ["--logit_scale_max", "4.6"], "clip")
