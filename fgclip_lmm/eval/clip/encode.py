@@ -103,7 +103,7 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings
     return net.to(device=settings.device, dtype=settings.dtype).eval(), tok
 
 
-def model_class(model: str) -> type[FGCLIPModel] | type[FGCLIP2Model]:
+def model_class(model: str) -> type[FGCLIPModel | FGCLIP2Model]:
     """`FGCLIP2Model` for FG-CLIP 2 and SigLIP 2 checkpoints (model_type fgclip2 / siglip2), else `FGCLIPModel`."""
     from fgclip_lmm.model.convert import FGCLIP2_MODEL_TYPES
     from fgclip_lmm.model.loading import read_config, resolve_checkpoint_dir

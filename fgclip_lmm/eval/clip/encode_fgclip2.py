@@ -21,7 +21,7 @@ from fgclip_lmm.data.collate_fgclip2 import encode_fixed
 from fgclip_lmm.model import FGCLIP2Model
 from fgclip_lmm.model.naflex import PATCH_BUDGETS, budget_for, make_image_processor, naflex_roi_features
 
-from .encode import ClipEncoder, EncodeStats, EncoderSettings
+from .encode import ClipEncoder, EncoderSettings, EncodeStats
 
 
 class FGClip2Encoder(ClipEncoder):
