@@ -61,10 +61,14 @@ def encode_fixed(tokenizer, texts: Sequence[str], max_length: int, field: str, t
 
 
 class NaFlexImages:
-    """The readers' image loader for NaFlex: the decoded RGB image, unresized (the collator resizes per batch)."""
+    """The readers' image loader for NaFlex: the decoded RGB image, unresized (the collator resizes per batch),
+    under the same pixel budget as the squash-resize preprocessor it replaces."""
+
+    def __init__(self, max_pixels: int | None = None):
+        self.max_pixels = max_pixels
 
     def load(self, source: str | os.PathLike | bytes) -> Image.Image:
-        return load_rgb(source)
+        return load_rgb(source, self.max_pixels)
 
 
 class FGClip2Collator(FGClipCollator):

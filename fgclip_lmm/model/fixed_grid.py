@@ -19,6 +19,8 @@ import torch
 from transformers import SiglipVisionConfig, SiglipVisionModel
 from transformers.models.siglip2.modeling_siglip2 import Siglip2VisionEmbeddings
 
+from fgclip_lmm.errors import InputError
+
 from .configuration_fgclip2 import FGCLIP2Config
 from .loading import read_config, resolve_checkpoint_dir
 
@@ -37,7 +39,7 @@ def siglip_vision_config(config: FGCLIP2Config, image_size: int | None = None) -
     vision = config.vision_config
     size = default_image_size(config) if image_size is None else int(image_size)
     if size <= 0 or size % vision.patch_size:
-        raise ValueError(f"image_size={size} must be a positive multiple of the patch size {vision.patch_size}")
+        raise InputError(f"image_size={size} must be a positive multiple of the patch size {vision.patch_size}")
     values = {key: getattr(vision, key) for key in VISION_KEYS}
     return SiglipVisionConfig(**values, image_size=size, vision_use_head=False)
 

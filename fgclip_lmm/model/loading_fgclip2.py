@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from fgclip_lmm.errors import CheckpointError
+
 from .configuration_fgclip2 import FGCLIP2Config
 from .loading import load_strict, read_config, read_state_dict, resolve_checkpoint_dir
 from .positions import stretch_positions
@@ -32,17 +34,17 @@ def fgclip2_kind(config: dict) -> str:
     if model_type == "siglip2":
         return "siglip2"
     if model_type == "siglip":
-        raise ValueError("config.json model_type='siglip' is a fixed-resolution SigLIP checkpoint; FG-CLIP 2 starts "
+        raise CheckpointError("config.json model_type='siglip' is a fixed-resolution SigLIP checkpoint; FG-CLIP 2 starts "
                          "from a SigLIP 2 NaFlex checkpoint (model_type 'siglip2', e.g. "
                          "google/siglip2-base-patch16-naflex)")
-    raise ValueError(f"config.json model_type={model_type!r}: expected 'fgclip2' (ours or official FG-CLIP 2) or "
+    raise CheckpointError(f"config.json model_type={model_type!r}: expected 'fgclip2' (ours or official FG-CLIP 2) or "
                      "'siglip2' (a SigLIP 2 NaFlex checkpoint)")
 
 
 def _subconfig(config: dict, key: str) -> dict:
     sub = config.get(key)
     if not isinstance(sub, dict):
-        raise TypeError(f"config.json: {key} must be an object, got {type(sub).__name__}")
+        raise CheckpointError(f"config.json: {key} must be an object, got {type(sub).__name__}")
     return {k: v for k, v in sub.items() if k not in DROPPED_SUBCONFIG_KEYS}
 
 
@@ -59,7 +61,7 @@ def config_from_foreign(config: dict, kind: str) -> FGCLIP2Config:
 
 def _scalar(value: torch.Tensor, key: str) -> torch.Tensor:
     if value.numel() != 1:
-        raise ValueError(f"{key}: expected one value, got shape {tuple(value.shape)}")
+        raise CheckpointError(f"{key}: expected one value, got shape {tuple(value.shape)}")
     return value.reshape(()).float()
 
 

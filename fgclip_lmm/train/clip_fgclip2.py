@@ -49,7 +49,7 @@ def fgclip2_collator(cfg, tokenizer, model_config: FGCLIP2Config, stage: int, tr
 
 def use_naflex_images(dataset) -> None:
     """Make a v1 reader return RGB images instead of squashed CLIP tensors (the collator runs the NaFlex processor)."""
-    dataset.preprocessor = NaFlexImages()
+    dataset.preprocessor = NaFlexImages(dataset.preprocessor.config.max_pixels)
 
 
 def fgclip2_batch_flops(config: FGCLIP2Config, batch: dict) -> float:

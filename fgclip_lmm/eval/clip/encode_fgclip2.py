@@ -18,6 +18,7 @@ from torch.nn.functional import normalize
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.data.collate_fgclip2 import encode_fixed
+from fgclip_lmm.errors import InputError
 from fgclip_lmm.model import FGCLIP2Model
 from fgclip_lmm.model.naflex import PATCH_BUDGETS, budget_for, make_image_processor, naflex_roi_features
 
@@ -32,7 +33,7 @@ class FGClip2Encoder(ClipEncoder):
 
     def __init__(self, model: FGCLIP2Model, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy):
         if settings.image_size is not None:
-            raise ValueError("--image-size does not apply to FG-CLIP 2 (NaFlex keeps each image's aspect ratio); "
+            raise InputError("--image-size does not apply to FG-CLIP 2 (NaFlex keeps each image's aspect ratio); "
                              "set the patch budgets with --patch-budgets")
         self.model, self.tokenizer, self.settings, self.policy = model, tokenizer, settings, policy
         self.patch = int(model.config.vision_config.patch_size)
