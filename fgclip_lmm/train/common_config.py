@@ -20,6 +20,8 @@ class TrainConfig:
     # data
     data_path: str = option("", "training data: a file, a .txt list of files, or a directory")
     image_root: str = option("", "directory that relative image paths in the data are resolved against")
+    allow_paths_outside_root: bool = option(False, "accept absolute / `..` image paths (else bad records "
+                                            "path_outside_root)")
     on_bad_record: str = option("skip", "a record that cannot be used: stop with its file/record/field, or skip "
                                 "and count it in the bad-record report", choices=BAD_RECORD_POLICIES)
     num_workers: int = option(4, "DataLoader worker processes per rank", min=0)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import FGClipError
 from ..presets import PresetError, preset_names, resolve_preset
 
 
-class ConfigError(ValueError):
+class ConfigError(FGClipError, ValueError):
     """A config key that is unknown, of the wrong type, outside its allowed values, or inconsistent with another."""
 
 

@@ -97,7 +97,8 @@ class LmmTask(TrainTask):
                                  if self.dataset is not None else ({}, {}))
         with reading(cfg.data_path):
             reader = LlavaJsonDataset(LlavaConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
-                                                  image_size=image_size, on_bad_record=cfg.on_bad_record), policy)
+                                                  image_size=image_size, on_bad_record=cfg.on_bad_record,
+                                                  allow_paths_outside_root=cfg.allow_paths_outside_root), policy)
         self.report.mark_loaded()
         self.dataset = LmmSupervisedDataset(reader, self.processor, self.template, cfg.model_max_length)
         lengths = self.dataset.modality_lengths if cfg.group_by_modality_length else self.dataset.lengths
