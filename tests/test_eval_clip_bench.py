@@ -36,15 +36,6 @@ def long_caption(k: int) -> str:  # ~190 tokens with the test tokenizer: needs t
     return " and ".join(phrase(k + j) + " on the left" for j in range(16))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP spin on a shared 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip_world")

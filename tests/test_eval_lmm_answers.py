@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_eval_lmm_support import make_tiny_export
 from transformers import AutoTokenizer
 
 from fgclip_lmm.eval.lmm.answers import (
@@ -40,10 +39,9 @@ def test_llava_rule(text: str, expected: str) -> None:
     assert normalize_answer(text) == expected
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
-
+@pytest.fixture()
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export
 
 
 def test_strict_mode_and_empty_answer() -> None:

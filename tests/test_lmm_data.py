@@ -16,7 +16,7 @@ from fgclip_lmm.lmm.assemble import add_lmm_tokens
 from fgclip_lmm.lmm.dataset import LmmCollator, LmmSupervisedDataset, dummy_pixel_values, image_seq_length
 from fgclip_lmm.lmm.encode import IGNORE_INDEX
 from fgclip_lmm.lmm.grouping import GroupedBatchSampler, grouped_batches
-from fgclip_lmm.lmm.tiny import DEFAULT_TEXTS
+from fgclip_lmm.testing import DEFAULT_TEXTS
 
 
 @pytest.fixture(scope="module")

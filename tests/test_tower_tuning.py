@@ -5,7 +5,6 @@ import pytest
 import torch
 from transformers.utils import logging
 
-from fgclip_lmm.lmm.tiny import write_tiny_clip
 from fgclip_lmm.tower import LoraSpec, TowerConfig, build_tower, runs_without_grad, set_no_grad_forward
 
 logging.set_verbosity_error()
@@ -13,8 +12,8 @@ logging.disable_progress_bar()
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return str(write_tiny_clip(tmp_path_factory.mktemp("tune") / "clip"))
+def clip_dir(tiny_clip):
+    return str(tiny_clip)
 
 
 def _grads(tower, x):
