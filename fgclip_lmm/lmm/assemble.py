@@ -43,13 +43,13 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from fgclip_lmm.devices import DTYPES, torch_dtype
 from fgclip_lmm.tower import TowerConfig, VisionTower, build_tower, parse_tower_spec, set_no_grad_forward
 
 from .projector import build_projector, check_projector_sizes, read_projector_state, to_hf_projector
 from .templates import IMAGE_TOKEN, default_template_for, get_template, stop_string
 
 ASPECT_MODES = ("pad", "square", "resize")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 META_FILE = "fgclip_lmm.json"
 NEW_ROW_COV_SCALE = 1e-5
 
@@ -139,7 +139,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     tower_type, tower_path = parse_tower_spec(cfg.tower)
     tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer, select=cfg.select))
     # Load the LLM directly in the output dtype ("auto" = as stored) so a 7B model is never held in float32.
-    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=DTYPES[cfg.dtype] if cfg.dtype != "auto" else "auto")
+    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype(cfg.dtype, allow_auto=True))
     tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
     text_config = llm.config
     template = cfg.template if cfg.template != "auto" else default_template_for(text_config.model_type)

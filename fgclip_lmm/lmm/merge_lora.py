@@ -16,7 +16,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
-from .assemble import DTYPES, META_FILE
+from fgclip_lmm.devices import DTYPES
+
+from .assemble import META_FILE
 from .export import NON_LORA_FILE, save_full
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from fgclip_lmm.constants import IMAGE_TOKEN
+
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 QWEN2_SYSTEM = "You are a helpful assistant."
-IMAGE_TOKEN = "<image>"
 
 
 @dataclass(frozen=True)

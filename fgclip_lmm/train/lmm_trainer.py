@@ -19,14 +19,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from ..data.llava_json import LlavaConfig, LlavaJsonDataset
+from ..data.llava_json import LlavaJsonConfig, LlavaJsonDataset
 from ..lmm.assemble import read_meta
 from ..lmm.dataset import LmmCollator, LmmSupervisedDataset, image_seq_length
 from ..lmm.export import merge_peft, save_full, save_lora, save_projector
 from ..lmm.forward import lmm_forward
 from ..lmm.grouping import GroupedBatchSampler
 from ..lmm.tuning import LmmTuning, apply_tuning, trainable_summary, unwrap_llava
-from ..tower.base import LoraSpec
+from ..tower.base import LmmLoraConfig
 from . import checkpoint as ckpt
 from .clip_trainer import check_finite, warmup_cosine
 from .config_io import dump_config
@@ -68,7 +68,7 @@ def build(cfg: LmmTrainConfig, rank: int, world: int):
     # ZeRO-3-safe: the full model is loaded on every rank before the engine partitions it (no partial loads).
     model = LlavaForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32)
     tuning = LmmTuning(llm=cfg.llm_mode, tower=cfg.tower_tuning, projector="full",
-                       lora=LoraSpec(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
+                       lora=LmmLoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
     trainable = apply_tuning(model, tuning)
     if cfg.gradient_checkpointing:
         unwrap_llava(trainable).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -76,7 +76,7 @@ def build(cfg: LmmTrainConfig, rank: int, world: int):
     unwrap_llava(trainable).config.text_config.use_cache = False
     image_size = processor.image_processor.crop_size["height"] if getattr(
         processor.image_processor, "crop_size", None) else processor.image_processor.size["height"]
-    reader = LlavaJsonDataset(LlavaConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
+    reader = LlavaJsonDataset(LlavaJsonConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
                                           image_size=image_size, on_bad_record=cfg.on_bad_record))
     dataset = LmmSupervisedDataset(reader, processor, template, cfg.model_max_length)
     lengths = dataset.modality_lengths if cfg.group_by_modality_length else dataset.lengths

@@ -1,11 +1,13 @@
 """Batched feature extraction for the encoder benchmarks: checkpoint + tokenizer loading, texts, images, boxes.
 
-- Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length
-  so batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted).
-  Short texts take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (fgclip.md §2.3).
+- Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length so
+  batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted). Short texts
+  take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (docs/model.md, "Tokenisation and
+  pooling").
 - Images are decoded by the data layer (`load_rgb`: EXIF, RGB) and squash-resized to S x S with CLIP mean/std
-  (`ImagePreprocessor`, §7), in a DataLoader. Box benchmarks run the vision tower once per image batch
-  (`get_image_dense_features`) and pool every box of those images with RoIAlign (`boxes.roi_features`).
+  (`ImagePreprocessor`; docs/model.md, "Image preprocessing: squash, never crop"), in a DataLoader. Box benchmarks
+  run the vision tower once per image batch (`get_image_dense_features`) and pool every box of those images with
+  RoIAlign (`boxes.roi_features`).
 - Every feature is L2-normalised exactly once, here, in float32.
 Unloadable images go through the bad-record policy: `error` names the image and its record, `skip` counts it.
 """
@@ -32,7 +34,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
 @dataclass
-class EncoderSettings:
+class EncoderConfig:
     """How features are computed; `image_size` None means the checkpoint's own (224 base, 336 large)."""
 
     batch_size: int = 32
@@ -73,7 +75,7 @@ def check_model_path(model: str) -> None:
             raise FileNotFoundError(f"--model {model}: not a checkpoint directory (no config.json)")
 
 
-def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings):
+def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderConfig):
     """(model, tokenizer); clear errors for a missing checkpoint, a missing tokenizer or mismatched token ids."""
     check_model_path(model)
     path = Path(model).expanduser()
@@ -131,7 +133,7 @@ def _collate(items):
 class ClipEncoder:
     """Normalised text, image and box features from one FG-CLIP checkpoint."""
 
-    def __init__(self, model: FGCLIPModel, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy):
+    def __init__(self, model: FGCLIPModel, tokenizer, settings: EncoderConfig, policy: BadRecordPolicy):
         self.model, self.tokenizer, self.settings, self.policy = model, tokenizer, settings, policy
         native = model.config.vision_config.image_size
         size = settings.image_size or native
@@ -258,13 +260,4 @@ def check_images_exist(paths: list[Path], records: list[str], policy: BadRecordP
     return ok
 
 
-def dtype_of(name: str) -> torch.dtype:
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in table:
-        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(table)}")
-    return table[name]
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 

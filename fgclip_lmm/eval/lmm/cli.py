@@ -65,7 +65,7 @@ class EvalInputError(ValueError):
 
 
 @dataclass(frozen=True)
-class EvalLmmArgs:
+class EvalLmmConfig:
     model: str
     tasks: list[str]
     out: Path
@@ -80,7 +80,7 @@ class EvalLmmArgs:
     verbosity: str = "WARNING"
 
 
-def parse_args(argv: list[str]) -> EvalLmmArgs:
+def parse_args(argv: list[str]) -> EvalLmmConfig:
     p = argparse.ArgumentParser(prog="fgclip-lmm eval-lmm", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="HF LLaVA export directory (or hub id)")
     p.add_argument("--tasks", required=True, help="comma-separated lmms-eval task/group names")
@@ -97,11 +97,11 @@ def parse_args(argv: list[str]) -> EvalLmmArgs:
     p.add_argument("--verbosity", default="WARNING", help="lmms-eval log level")
     a = p.parse_args(argv)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
-    return EvalLmmArgs(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
+    return EvalLmmConfig(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
                        a.yes_no_rule, a.seed, a.verbosity)
 
 
-def _task_dirs(args: EvalLmmArgs) -> list[Path]:
+def _task_dirs(args: EvalLmmConfig) -> list[Path]:
     if args.world is None:
         return [SYNTHETIC_DIR, HUB_DIR]
     from fgclip_lmm.eval.lmm.world import build_tasks_from_world
@@ -140,7 +140,7 @@ def resolve_tasks(requested: list[str], known: set[str], local: dict[str, Path])
     return names, aliased
 
 
-def preflight(args: EvalLmmArgs, task_manager: Any, task_dirs: list[Path]) -> tuple[list[str], dict[str, str]]:
+def preflight(args: EvalLmmConfig, task_manager: Any, task_dirs: list[Path]) -> tuple[list[str], dict[str, str]]:
     """Every check that needs no model: checkpoint, limits, task names, offline data."""
     from fgclip_lmm.eval.lmm.model import check_checkpoint
 
@@ -216,7 +216,7 @@ def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], he
             f.write(json.dumps(record) + "\n")
 
 
-def run(args: EvalLmmArgs) -> dict[str, Any] | None:
+def run(args: EvalLmmConfig) -> dict[str, Any] | None:
     """Preflight, evaluate, report; returns the report on rank 0 (which writes the files), None elsewhere."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
