@@ -110,7 +110,7 @@ def describe(cls, kind: str) -> str:
     lines = [f"usage: --config PRESET_OR_YAML [--key value ...]   ({cls.__name__})", "", "keys:"]
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
-        lines.append(f"  --{f.name:<28} {kind:<14} default {default!r}")
+        type_name = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        lines.append(f"  --{f.name:<28} {type_name:<14} default {default!r}")
     lines += ["", "presets: " + ", ".join(preset_names(kind))]
     return "\n".join(lines)
