@@ -13,6 +13,7 @@ import os
 import torch
 
 from .constants import DTYPE_NAMES
+from .errors import InputError
 
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
@@ -30,5 +31,5 @@ def torch_dtype(name: str, allow_auto: bool = False) -> torch.dtype | str:
         return "auto"
     if name not in DTYPES:
         known = (["auto"] if allow_auto else []) + list(DTYPES)
-        raise ValueError(f"unknown dtype {name!r}; known: {', '.join(known)}")
+        raise InputError(f"unknown dtype {name!r}; known: {', '.join(known)}")
     return DTYPES[name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fgclip_lmm.constants import IMAGE_TOKEN
+from fgclip_lmm.errors import FGClipError
 
 ROLES = {"human": "user", "gpt": "assistant"}  # LLaVA JSON roles -> chat-template roles
 CONVERSATION_ERROR_REASONS = (
@@ -22,7 +23,7 @@ CONVERSATION_ERROR_REASONS = (
 )
 
 
-class ConversationError(ValueError):
+class ConversationError(FGClipError, ValueError):
     """A conversation that breaks the rules: `reason` (one of `CONVERSATION_ERROR_REASONS`), `field`, `detail`."""
 
     def __init__(self, reason: str, field: str, detail: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from fgclip_lmm.devices import pick_device, torch_dtype
+from fgclip_lmm.errors import CheckpointError
 
 
 
@@ -53,7 +54,7 @@ def _left_padded(tokenizer) -> None:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"{tokenizer.name_or_path}: tokenizer has neither a pad nor an eos token")
+            raise CheckpointError(f"{tokenizer.name_or_path}: tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
 
 
@@ -65,7 +66,8 @@ class ImageTextGenerator:
 
         self.processor = AutoProcessor.from_pretrained(model_id)
         if getattr(self.processor, "chat_template", None) is None:
-            raise ValueError(f"{model_id}: the processor has no chat template; recaption needs one to build prompts")
+            raise CheckpointError(f"{model_id}: the processor has no chat template; "
+                                  "recaption needs one to build prompts")
         _left_padded(self.processor.tokenizer)
         self.model, self.device = load_model(AutoModelForImageTextToText, model_id, device, dtype)
 
@@ -88,7 +90,7 @@ class ChatGenerator:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         if self.tokenizer.chat_template is None:
-            raise ValueError(f"{model_id}: the tokenizer has no chat template; use an instruction-tuned model")
+            raise CheckpointError(f"{model_id}: the tokenizer has no chat template; use an instruction-tuned model")
         _left_padded(self.tokenizer)
         self.model, self.device = load_model(AutoModelForCausalLM, model_id, device, dtype)
 

@@ -44,9 +44,15 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from fgclip_lmm.devices import DTYPES, torch_dtype
+from fgclip_lmm.errors import InputError, checkpoint_errors
 from fgclip_lmm.tower import TowerConfig, VisionTower, build_tower, parse_tower_spec, set_no_grad_forward
 
-from .projector import build_projector, check_projector_sizes, read_projector_state, to_hf_projector
+from .projector import (
+    build_projector,
+    check_projector_sizes,
+    read_projector_state,
+    to_hf_projector,
+)
 from .templates import IMAGE_TOKEN, default_template_for, get_template, stop_string
 
 ASPECT_MODES = ("pad", "square", "resize")
@@ -74,17 +80,17 @@ class AssembleConfig:
     def __post_init__(self) -> None:
         parse_tower_spec(self.tower)
         if self.aspect not in ASPECT_MODES:
-            raise ValueError(f"AssembleConfig.aspect={self.aspect!r}; known: {', '.join(ASPECT_MODES)}")
+            raise InputError(f"AssembleConfig.aspect={self.aspect!r}; known: {', '.join(ASPECT_MODES)}")
         if self.template != "auto":
             get_template(self.template)
         if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ValueError(f"AssembleConfig.dtype={self.dtype!r}; known: auto, {', '.join(DTYPES)}")
+            raise InputError(f"AssembleConfig.dtype={self.dtype!r}; known: auto, {', '.join(DTYPES)}")
 
 
 def lmm_image_processor(tower: VisionTower, aspect: str) -> LlavaImageProcessor:
     """A `LlavaImageProcessor` with the tower's mean/std and input size, implementing the aspect mode."""
     if aspect not in ASPECT_MODES:
-        raise ValueError(f"aspect={aspect!r}; known: {', '.join(ASPECT_MODES)}")
+        raise InputError(f"aspect={aspect!r}; known: {', '.join(ASPECT_MODES)}")
     base, size = tower.image_processor, tower.image_size
     square = {"height": size, "width": size}
     return LlavaImageProcessor(
@@ -137,10 +143,13 @@ def _projector(cfg: AssembleConfig, tower: VisionTower, text_hidden: int) -> tor
 def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaProcessor, dict]:
     """Build the LLaVA model, its processor and the assembly record in memory (nothing is written)."""
     tower_type, tower_path = parse_tower_spec(cfg.tower)
-    tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer, select=cfg.select))
+    with checkpoint_errors(tower_path):
+        tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer,
+                                        select=cfg.select))
     # Load the LLM directly in the output dtype ("auto" = as stored) so a 7B model is never held in float32.
-    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype(cfg.dtype, allow_auto=True))
-    tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
+    with checkpoint_errors(cfg.llm):
+        llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype(cfg.dtype, allow_auto=True))
+        tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
     text_config = llm.config
     template = cfg.template if cfg.template != "auto" else default_template_for(text_config.model_type)
     tpl = get_template(template)

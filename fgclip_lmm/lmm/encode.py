@@ -20,6 +20,7 @@ from typing import Any
 
 from fgclip_lmm.constants import IMAGE_TOKEN
 from fgclip_lmm.data.conversations import CONVERSATION_ERROR_REASONS, ConversationError, check_conversation
+from fgclip_lmm.errors import FGClipError
 
 from .templates import Template, get_template
 
@@ -32,7 +33,7 @@ SAMPLE_ERROR_REASONS = (
 )
 
 
-class SampleError(ValueError):
+class SampleError(FGClipError, ValueError):
     """A sample that cannot be trained on; `reason` is one of `SAMPLE_ERROR_REASONS`."""
 
     def __init__(self, reason: str, sample_id: Any, message: str) -> None:

@@ -32,6 +32,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from fgclip_lmm.errors import CheckpointError, InputError
+
 from .base import TowerConfig, VisionTower
 
 
@@ -45,7 +47,8 @@ def _from_pretrained_strict(cls: Any, path: str) -> nn.Module:
     model, info = cls.from_pretrained(path, output_loading_info=True)
     missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
     if missing:
-        raise ValueError(f"{cls.__name__}.from_pretrained({path!r}) left weights uninitialised: {sorted(missing)[:8]}")
+        raise CheckpointError(f"{cls.__name__}.from_pretrained({path!r}) left weights uninitialised: "
+                              f"{sorted(missing)[:8]}")
     return model.eval()
 
 
@@ -109,7 +112,8 @@ class HFTower(VisionTower):
         model = _from_pretrained_strict(AutoModel, path)
         for attr in ("hidden_size", "image_size", "patch_size", "num_hidden_layers"):
             if not isinstance(getattr(model.config, attr, None), int):
-                raise ValueError(f"hf tower {path!r}: config.{attr} must be an int, got {getattr(model.config, attr, None)!r}")
+                raise CheckpointError(f"hf tower {path!r}: config.{attr} must be an int, "
+                                      f"got {getattr(model.config, attr, None)!r}")
         return model
 
     def _load_config(self, path: str) -> Any:
@@ -118,7 +122,7 @@ class HFTower(VisionTower):
     def _load_image_processor(self, path: str, config: Any) -> Any:
         processor = _saved_image_processor(path)
         if processor is None:
-            raise ValueError(f"hf tower {path!r} has no preprocessor_config.json; save its image processor there")
+            raise CheckpointError(f"hf tower {path!r} has no preprocessor_config.json; save its image processor there")
         return processor
 
 
@@ -127,7 +131,7 @@ TOWERS: dict[str, type[VisionTower]] = {"fgclip": FGCLIPTower, "clip": CLIPTower
 
 def tower_class(tower_type: str) -> type[VisionTower]:
     if tower_type not in TOWERS:
-        raise ValueError(f"unknown tower type {tower_type!r}; known: {', '.join(sorted(TOWERS))}")
+        raise InputError(f"unknown tower type {tower_type!r}; known: {', '.join(sorted(TOWERS))}")
     return TOWERS[tower_type]
 
 
@@ -140,7 +144,7 @@ def parse_tower_spec(spec: str) -> tuple[str, str]:
     """`"TYPE:PATH"` -> (type, path); the type must be a registry key, the path may itself contain ':'."""
     tower_type, sep, path = spec.partition(":")
     if not sep or not path:
-        raise ValueError(f"tower spec {spec!r} must be TYPE:PATH with TYPE in {', '.join(sorted(TOWERS))}")
+        raise InputError(f"tower spec {spec!r} must be TYPE:PATH with TYPE in {', '.join(sorted(TOWERS))}")
     tower_class(tower_type)
     return tower_type, path
 

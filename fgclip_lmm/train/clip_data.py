@@ -28,11 +28,13 @@ class ClipData:
                           pin_memory=False)
 
 
-def build_clip_data(cfg: ClipTrainConfig, tokenizer, model_config, rank: int, world: int) -> ClipData:
-    policy = BadRecordPolicy(cfg.on_bad_record)
+def build_clip_data(cfg: ClipTrainConfig, tokenizer, model_config, rank: int, world: int,
+                    policy: BadRecordPolicy) -> ClipData:
+    """`policy` (from `cfg.on_bad_record`) is made by the caller, so its report outlives a reader that fails."""
     common = dict(data_path=cfg.data_path, image_root=cfg.image_root or None,
                   strip_prefixes=tuple(cfg.strip_prefixes), short_caption_prefix=cfg.short_prefix,
-                  image_size=cfg.image_size, on_bad_record=cfg.on_bad_record)
+                  image_size=cfg.image_size, on_bad_record=cfg.on_bad_record,
+                  allow_paths_outside_root=cfg.allow_paths_outside_root)
     if cfg.reader == "finehard":
         dataset = FineHardDataset(FineHardConfig(max_boxes=cfg.max_boxes, seed=cfg.seed,
                                                  num_hard_negatives=model_config.hard_negatives_per_box, **common),

@@ -11,8 +11,9 @@ boxcls - a COCO `instances_*.json`; retrieval - a ShareGPT4V JSON, a DCI annotat
 `captions_*.json`; zeroshot - an ImageFolder root. A synthetic-world root (a directory with `manifest.json`,
 written by `fgclip-lmm synth`) is resolved through its manifest. Results go to OUT/<bench>.json and
 OUT/<bench>.md (and the table to stdout). Every input problem is reported before the model is loaded where it
-can be (missing checkpoint, wrong format, missing image); `--on-bad-record skip` counts and drops bad records
-instead, and the report states the counts.
+can be (missing checkpoint, unwritable OUT, wrong format, missing image); `--on-bad-record skip` counts and drops
+bad records instead: the counts and the first messages per reason are printed at the end (and before a "no usable
+records" error) and written to OUT/bad_records.json.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ import time
 from pathlib import Path
 
 from fgclip_lmm.constants import DTYPE_NAMES, FGOVD_SPLITS
-from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
+from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.devices import pick_device, torch_dtype
+from fgclip_lmm.errors import InputError, require_writable_dir, run_command
 
 from .benches import (
     BenchResult,
@@ -49,6 +51,7 @@ from .synth import BenchDataConfig, read_synth_zeroshot, resolve_data
 from .templates import BUILTIN, load_templates
 
 BENCHES = ("fgovd", "boxcls", "retrieval", "zeroshot")
+REPORT_FILE = "bad_records.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="larger images are the bad record image_too_large (default 50 MP or $FGCLIP_MAX_IMAGE_PIXELS; "
+                        "0 = no limit)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -90,7 +96,7 @@ def _fgovd_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"--data {path}: no such FG-OVD file or directory")
-    files = sorted(path.glob("*.jsonl"))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".jsonl" and p.is_file())
     if not files:
         raise DataFormatError(f"{path}: no *.jsonl FG-OVD split files")
     rank = {name: i for i, name in enumerate(FGOVD_SPLITS)}
@@ -121,21 +127,40 @@ def read_data(args, spec: BenchDataConfig, policy: BadRecordPolicy):
     return data, prepare_images(data.images, [str(p) for p in data.images], policy), len(data.images)
 
 
-def run(args) -> tuple[BenchResult, dict]:
+def output_dir(args) -> Path:
+    return Path(args.out) if args.out else Path("runs") / "eval-clip" / args.bench
+
+
+def _nothing_left(message: str, policy: BadRecordPolicy, out: Path | None) -> InputError:
+    """Print and write the bad-record report, then the one-line error to raise."""
+    report = policy.report
+    print(report.summary(), file=sys.stderr)
+    where = ""
+    if out is not None:
+        where = f"; report in {report.write_json(out / REPORT_FILE)}"
+    return InputError(f"{message}: {report.one_line()}{where}")
+
+
+def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
+    """Evaluate; `out` (checked writable once the inputs exist) receives the bad-record report on failure."""
     started = time.time()
     settings = EncoderConfig(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                               image_size=args.image_size, device=str(pick_device(args.device)),
-                               dtype=torch_dtype(args.dtype), workers=args.workers, truncation=args.truncation,
-                               progress=not args.no_progress)
+                             image_size=args.image_size, device=str(pick_device(args.device)),
+                             dtype=torch_dtype(args.dtype), workers=args.workers, truncation=args.truncation,
+                             progress=not args.no_progress, max_pixels=args.max_image_pixels)
     if args.batch_size < 1 or args.text_batch_size < 1:
-        raise ValueError("--batch-size and --text-batch-size must be >= 1")
+        raise InputError("--batch-size and --text-batch-size must be >= 1")
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None
     policy = BadRecordPolicy(args.on_bad_record)
     check_model_path(args.model)  # before reading data: a missing checkpoint fails first and fast
     spec = resolve_data(args.bench, Path(args.data).expanduser(), args.synth_set)
+    if not spec.path.exists():
+        raise FileNotFoundError(f"--data {spec.path}: no such file or directory")
+    if out is not None:
+        require_writable_dir(out)  # before any real work: results must have somewhere to go
     data, image_ok, n_records = read_data(args, spec, policy)
     if n_records == 0 or not bool(image_ok.any()):
-        raise DataFormatError(f"--data {args.data}: no usable records ({policy.report.summary()})")
+        raise _nothing_left(f"--data {args.data}: no usable records", policy, out)
     tokenizer_source = args.tokenizer
     if tokenizer_source is None and spec.tokenizer is not None and not has_tokenizer_files(args.model):
         tokenizer_source = str(spec.tokenizer)  # the synthetic world's own CLIP tokenizer
@@ -149,6 +174,8 @@ def run(args) -> tuple[BenchResult, dict]:
         result = run_retrieval(encoder, data, image_ok, args.text_path)
     else:
         result = run_zeroshot(encoder, data, image_ok, templates)
+    if not any(row.get("n", 0) for row in result.rows.values()):
+        raise _nothing_left(f"--data {args.data}: nothing was evaluated (every image failed to load)", policy, out)
     report = policy.report
     meta = {
         "bench": args.bench, "model": args.model, "tokenizer": tokenizer_source or args.model,
@@ -159,6 +186,8 @@ def run(args) -> tuple[BenchResult, dict]:
         "info": result.info,
         "results": result.rows,
         "skipped": {"total": report.total_skipped, "by_reason": report.skipped, "examples": report.examples},
+        "bad_records": {**report.to_dict(), "truncated": encoder.stats.truncated_texts,
+                        "total_truncated": sum(encoder.stats.truncated_texts.values())},
         "texts": {"unique": encoder.stats.unique_texts, "truncated": encoder.stats.truncated_texts},
         "records_read": n_records,
         "seconds": round(time.time() - started, 3),
@@ -206,6 +235,8 @@ def _json_safe(value):
 
 def write_outputs(result: BenchResult, meta: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_FILE).write_text(json.dumps(meta["bad_records"], indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
     json_path, md_path = out / f"{result.bench}.json", out / f"{result.bench}.md"
     json_path.write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(to_markdown(result, meta), encoding="utf-8")
@@ -213,17 +244,30 @@ def write_outputs(result: BenchResult, meta: dict, out: Path) -> tuple[Path, Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("eval-clip", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result, meta = run(args)
-    except (FileNotFoundError, DataFormatError, BadRecordError, ValueError, RuntimeError) as error:
-        print(f"fgclip-lmm eval-clip: error: {error}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path("runs") / "eval-clip" / args.bench
+    out = output_dir(args)
+    result, meta = run(args, out)
     json_path, md_path = write_outputs(result, meta, out)
+    report = meta["bad_records"]
     print(to_markdown(result, meta))
+    if report["total_skipped"] or report["total_truncated"]:
+        print(f"{_report_text(meta)}\nbad-record report: {out / REPORT_FILE}")
     print(f"wrote {json_path} and {md_path}")
     return 0
+
+
+def _report_text(meta: dict) -> str:
+    report = meta["bad_records"]
+    lines = [f"bad records skipped: {report['total_skipped']}"]
+    lines += [f"  {reason}: {count}" for reason, count in report["skipped"].items()]
+    lines += [f"    e.g. {example}" for examples in report["examples"].values() for example in examples]
+    lines.append(f"texts truncated: {sum(meta['texts']['truncated'].values())}")
+    lines += [f"  {field}: {count}" for field, count in meta["texts"]["truncated"].items() if count]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
-from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor, load_rgb
+from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor, ImageTooLargeError, load_rgb
 from fgclip_lmm.data.text import encode_texts
+from fgclip_lmm.errors import InputError, checkpoint_errors
 from fgclip_lmm.model import FGCLIPModel
 from fgclip_lmm.model.boxes import roi_features
 
@@ -45,6 +46,7 @@ class EncoderConfig:
     workers: int = 0
     truncation: str = "truncate"
     progress: bool = True
+    max_pixels: int | None = None  # pixel budget per image (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP)
 
 
 @dataclass
@@ -79,10 +81,8 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderConfig):
     """(model, tokenizer); clear errors for a missing checkpoint, a missing tokenizer or mismatched token ids."""
     check_model_path(model)
     path = Path(model).expanduser()
-    try:
+    with checkpoint_errors(model):
         net = FGCLIPModel.from_pretrained(str(path) if _is_local(model) else model)
-    except (OSError, ValueError) as error:
-        raise RuntimeError(f"--model {model}: could not load the checkpoint: {error}") from error
     from transformers import AutoTokenizer
 
     source = tokenizer
@@ -91,13 +91,14 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderConfig):
             raise FileNotFoundError(f"--model {model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
                                     "pass --tokenizer DIR")
         source = str(path) if _is_local(model) else model
-    tok = AutoTokenizer.from_pretrained(source)
+    with checkpoint_errors(source):
+        tok = AutoTokenizer.from_pretrained(source)
     text_cfg = net.config.text_config
     if tok.eos_token_id != text_cfg.eos_token_id:
-        raise ValueError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
+        raise InputError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
                          f"text_config.eos_token_id={text_cfg.eos_token_id}: wrong tokenizer for this checkpoint")
     if len(tok) > text_cfg.vocab_size:
-        raise ValueError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
+        raise InputError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
     return net.to(device=settings.device, dtype=settings.dtype).eval(), tok
 
 
@@ -111,8 +112,9 @@ def unique(texts: list[str]) -> tuple[list[str], torch.Tensor]:
 class _ImageFiles(Dataset):
     """Decoded + preprocessed images; a failure is returned (not raised) so the policy can handle it."""
 
-    def __init__(self, paths: list[Path], indices: list[int], preprocessor: ImagePreprocessor):
-        self.paths, self.indices, self.preprocessor = paths, indices, preprocessor
+    def __init__(self, paths: list[Path], indices: list[int], preprocessor: ImagePreprocessor,
+                 max_pixels: int | None = None):
+        self.paths, self.indices, self.preprocessor, self.max_pixels = paths, indices, preprocessor, max_pixels
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,10 +122,12 @@ class _ImageFiles(Dataset):
     def __getitem__(self, item: int):
         index = self.indices[item]
         try:
-            image = load_rgb(self.paths[index])
+            image = load_rgb(self.paths[index], self.max_pixels)
             return index, self.preprocessor(image), image.size, None
+        except ImageTooLargeError as error:
+            return index, None, (0, 0), (BadReason.IMAGE_TOO_LARGE, str(error))
         except Exception as error:  # noqa: BLE001 - any decoder failure is a bad record, reported with its type
-            return index, None, (0, 0), f"{type(error).__name__}: {error}"
+            return index, None, (0, 0), (BadReason.CORRUPT_IMAGE, f"{type(error).__name__}: {error}")
 
 
 def _collate(items):
@@ -138,7 +142,7 @@ class ClipEncoder:
         native = model.config.vision_config.image_size
         size = settings.image_size or native
         if size != native:
-            raise ValueError(f"--image-size {size} differs from the checkpoint's vision image_size {native}: its "
+            raise InputError(f"--image-size {size} differs from the checkpoint's vision image_size {native}: its "
                              f"position table is for {native}x{native} (FG-CLIP large evaluates at 336)")
         self.image_size = size
         self.preprocessor = ImagePreprocessor(ImageConfig(size=size))
@@ -175,7 +179,8 @@ class ClipEncoder:
         `keep` (N,) bool leaves out images already rejected (missing files), without touching them again.
         """
         indices = list(range(len(paths))) if keep is None else keep.nonzero().flatten().tolist()
-        loader = DataLoader(_ImageFiles(paths, indices, self.preprocessor), batch_size=self.settings.batch_size,
+        loader = DataLoader(_ImageFiles(paths, indices, self.preprocessor, self.settings.max_pixels),
+                            batch_size=self.settings.batch_size,
                             num_workers=self.settings.workers, collate_fn=_collate)
         with self._bar(len(indices), desc) as bar:
             for items in loader:
@@ -184,8 +189,9 @@ class ClipEncoder:
                     if error is None:
                         good.append((index, pixels, size))
                         continue
-                    self.policy.reject(BadReason.CORRUPT_IMAGE, str(paths[index]), None, None,
-                                       f"cannot load image ({error}); used by {records[index]}")
+                    reason, message = error
+                    self.policy.reject(reason, str(paths[index]), None, None,
+                                       f"cannot load image ({message}); used by {records[index]}")
                 bar.update(len(items))
                 if good:
                     yield (torch.tensor([g[0] for g in good]), torch.stack([g[1] for g in good]),

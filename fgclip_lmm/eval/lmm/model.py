@@ -18,7 +18,8 @@ plugin adds over llava and llava_hf"):
 
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
-chat_template (a file or a literal template), attn_implementation, loglikelihood_returns.
+chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
+requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute).
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from fgclip_lmm.errors import checkpoint_errors
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
+from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.requests import (
     RequestGenerationConfig,
@@ -43,6 +46,7 @@ from fgclip_lmm.eval.lmm.requests import (
     build_prompt,
     expand_image_tokens,
     flatten_visuals,
+    rgb_doc,
 )
 from fgclip_lmm.devices import pick_device, torch_dtype
 from fgclip_lmm.lmm.templates import get_template
@@ -85,7 +89,7 @@ def check_checkpoint(pretrained: str) -> None:
         raise ValueError(f"{pretrained} has model_type={model_type!r}; fgclip_llava needs a 'llava' export")
 
 
-class FGClipLlava(lmms):
+class FGClipLlava(ResponseCacheMixin, lmms):
     """lmms-eval simple model for HF LLaVA exports (FG-CLIP or CLIP tower); see the module docstring."""
 
     is_simple = True
@@ -95,7 +99,8 @@ class FGClipLlava(lmms):
                  yes_no_tasks: str | None = None, score_yes_no: bool = False, scores_path: str | None = None,
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
-                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None, **kwargs: Any) -> None:
+                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None, cache_dir: str | None = None,
+                 cache_fresh: bool = False, **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -116,8 +121,9 @@ class FGClipLlava(lmms):
         load_kwargs = {"dtype": torch_dtype(str(dtype), allow_auto=True)}
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
-        self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
-        self.processor = AutoProcessor.from_pretrained(pretrained)
+        with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
+            self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+            self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -144,6 +150,7 @@ class FGClipLlava(lmms):
         configured = configured if isinstance(configured, list) else [configured]
         self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
+        self.response_cache = self.open_response_cache(cache_dir, fresh=str(cache_fresh).lower() == "true")
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
     @property
@@ -176,7 +183,7 @@ class FGClipLlava(lmms):
 
     # -- preparation ----------------------------------------------------------------------------------------------
     def _doc(self, task: str, split: str, doc_id: int) -> dict[str, Any]:
-        return self.task_dict[task][split][doc_id]
+        return rgb_doc(self.task_dict[task][split][doc_id])  # images decoded as in training (EXIF, alpha)
 
     def _prepare(self, index: int, request: Instance, generation: bool) -> PreparedRequest:
         if generation:
@@ -272,6 +279,7 @@ class FGClipLlava(lmms):
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @cached_requests("generate_until")
     @torch.no_grad()
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         prepared = [self._prepare(i, req, generation=True) for i, req in enumerate(requests)]
@@ -320,6 +328,7 @@ class FGClipLlava(lmms):
             for score in scores:
                 f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
 
+    @cached_requests("loglikelihood")
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Per request: (summed NLL of the continuation after the chat prompt, is it the greedy continuation)."""
