@@ -48,7 +48,7 @@ def test_help_describes_every_key_with_default_and_no_absolute_path(command, cls
 def test_invalid_value_is_one_line_naming_the_key_and_debug_shows_the_traceback():
     proc = cli("train-lmm", "--micro_batch_size", "-3")
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == "train-lmm: error: config key 'micro_batch_size': must be >= 1, got -3\n"
+    assert proc.stderr == "fgclip-lmm train-lmm: error: config key 'micro_batch_size': must be >= 1, got -3\n"
     for debug in (["--debug"], []):
         traced = cli("train-lmm", "--micro_batch_size", "-3", *debug, env={} if debug else {"FGCLIP_DEBUG": "1"})
         assert traced.returncode == 2 and "Traceback (most recent call last)" in traced.stderr
@@ -79,7 +79,7 @@ def test_output_dir_must_be_writable(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     proc = cli("train-clip", "--data_path", str(data), "--output_dir", str(tmp_path / "file" / "run"))
     assert proc.returncode == 2
-    assert proc.stderr.startswith("train-clip: error: config key 'output_dir': cannot write to ")
+    assert proc.stderr.startswith("fgclip-lmm train-clip: error: config key 'output_dir': cannot write to ")
     assert len(proc.stderr.splitlines()) == 1
 
 

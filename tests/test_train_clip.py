@@ -111,10 +111,10 @@ def test_every_record_bad_under_skip_prints_and_writes_the_report_then_one_line(
     proc = run(args(world, tmp_path / "out", "--data_path", str(data), "--on_bad_record", "skip"))
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith(f"train-clip: error: data_path {data}: ")
+    assert len(errors) == 1 and errors[0].startswith(f"fgclip-lmm train-clip: error: data_path {data}: ")
     assert "no valid records left" in errors[0]
     report_at = proc.stderr.index("bad records skipped: 3")
-    assert report_at < proc.stderr.index("train-clip: error:")
+    assert report_at < proc.stderr.index("fgclip-lmm train-clip: error:")
     assert proc.stderr.index("missing_image: 3") > report_at and f"{data} record 0, field 'f_path'" in proc.stderr
     report = json.loads((tmp_path / "out" / "bad_records.json").read_text())
     assert report["skipped"] == {"missing_image": 3} and report["total_skipped"] == 3
@@ -131,7 +131,7 @@ def test_bad_record_met_in_a_dataloader_worker_is_one_line_under_error(world, tm
                     "--num_workers", "1", "--max_steps", "1"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"train-clip: error: {re.escape(str(world['finehard']))} record \d+, field 'f_path': "
+    assert re.fullmatch(rf"fgclip-lmm train-clip: error: {re.escape(str(world['finehard']))} record \d+, field 'f_path': "
                         r"cannot decode .*\[corrupt_image\]", last), last
 
 

@@ -69,6 +69,7 @@ class AssembleConfig:
     projector_weights: str | None = None
     feature_layer: int = -2
     select: str = "patch"
+    image_size: int | None = None  # fgclip2 towers only: the fixed input side they are exported at
     aspect: str = "pad"
     template: str = "auto"
     dtype: str = "auto"
@@ -145,7 +146,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     tower_type, tower_path = parse_tower_spec(cfg.tower)
     with checkpoint_errors(tower_path):
         tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer,
-                                        select=cfg.select))
+                                        select=cfg.select, image_size=cfg.image_size))
     # Load the LLM directly in the output dtype ("auto" = as stored) so a 7B model is never held in float32.
     with checkpoint_errors(cfg.llm):
         llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype(cfg.dtype, allow_auto=True))
@@ -216,7 +217,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     meta = {
         "format": 1,
         "tower": {"type": tower_type, "path": tower_path, "feature_layer": cfg.feature_layer, "select": cfg.select,
-                  "has_cls": tower.has_cls, "hidden_size": tower.hidden_size},
+                  "has_cls": tower.has_cls, "hidden_size": tower.hidden_size, "image_size": tower.image_size},
         "projector": cfg.projector,
         "llm": cfg.llm,
         "template": template,
@@ -252,13 +253,16 @@ def save_assembly(model: LlavaForConditionalGeneration, processor: LlavaProcesso
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fgclip-lmm assemble", description=__doc__.splitlines()[0])
-    p.add_argument("--tower", required=True, help="TYPE:PATH with TYPE in fgclip, clip, siglip, hf")
+    p.add_argument("--tower", required=True, help="TYPE:PATH with TYPE in fgclip, fgclip2, clip, siglip, hf")
     p.add_argument("--llm", required=True, help="causal LM directory or hub id (Llama/Vicuna-style or Qwen2-style)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--projector", default="mlp2x_gelu", help="linear | mlp2x_gelu | identity")
     p.add_argument("--projector-weights", default=None, help="safetensors/.bin projector to load (size-checked)")
     p.add_argument("--feature-layer", type=int, default=-2)
     p.add_argument("--select", default="patch", choices=["patch", "cls_patch"])
+    p.add_argument("--image-size", type=int, default=None,
+                   help="fgclip2 towers: input side in px of the fixed-grid export (default: the learned grid, "
+                        "256 for B/16; e.g. 384 for 24x24)")
     p.add_argument("--aspect", default="pad", choices=list(ASPECT_MODES))
     p.add_argument("--template", default="auto", help="auto | plain | vicuna_v1 | qwen2")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = AssembleConfig(
         tower=args.tower, llm=args.llm, out=args.out, projector=args.projector, projector_weights=args.projector_weights,
-        feature_layer=args.feature_layer, select=args.select, aspect=args.aspect, template=args.template,
+        feature_layer=args.feature_layer, select=args.select, image_size=args.image_size, aspect=args.aspect,
+        template=args.template,
         dtype=args.dtype, pad_to_multiple_of=args.pad_to_multiple_of, seed=args.seed,
     )
     model, processor, meta = assemble(cfg)

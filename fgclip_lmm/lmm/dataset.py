@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fgclip_lmm.data.bad_records import SharedCounts
+from fgclip_lmm.errors import FGClipError
 from fgclip_lmm.data.images import load_rgb
 from fgclip_lmm.data.llava_json import LlavaJsonDataset
 
@@ -33,7 +34,7 @@ from .templates import Template, get_template
 PADDING_SIDES = ("right", "left")
 
 
-class NoUsableSampleError(ValueError):
+class NoUsableSampleError(FGClipError, ValueError):
     """Every sample failed encoding under `on_bad_record: skip` (e.g. all longer than `model_max_length`)."""
 
 

@@ -6,6 +6,7 @@ and datagen smoke runs build (like `transformers.testing_utils`). Nothing here d
 | `models`    | the tiny CLIP (`FGCLIPConfig.tiny`) as a stock `CLIPModel` dir, a tiny SigLIP, tiny Llama / Qwen2 LLMs |
 | `llava`     | the tiny LLaVA export through `assemble` (`build_tiny_llava`), optionally wired to a fixed reply |
 | `detectors` | tiny OWLv2 (scores pinned around a value) and Grounding DINO for datagen's `ground` step |
+| `fgclip2`   | tiny FG-CLIP 2 models, NaFlex batches, official-format dirs (import `fgclip_lmm.testing.fgclip2`) |
 | `worlds`    | the mini FineHARD world of the trainer tests, datagen's captions-only world, lmms-eval fixture tasks |
 """
 from .detectors import write_tiny_grounding_dino, write_tiny_owlv2

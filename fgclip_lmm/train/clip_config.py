@@ -1,4 +1,4 @@
-"""`ClipTrainConfig`: every knob of FG-CLIP training in one typed, flat dataclass (presets in
+"""`ClipTrainConfig`: every knob of FG-CLIP (v1 and FG-CLIP 2) training in one typed, flat dataclass (presets in
 fgclip_lmm/presets/clip/)."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from .config_io import ConfigError, option
 
 STAGES = ("stage1", "stage2")
 # Architectures `train-clip` can build; `clip_task.MODEL_BUILDERS` holds one builder per name.
-CLIP_MODELS = ("fgclip",)
+CLIP_MODELS = ("fgclip", "fgclip2")
+PATCH_BUDGETS = [128, 256, 576, 784, 1024]  # FG-CLIP 2's official NaFlex budgets (`dynamic_max_patches`)
 
 
 @dataclass
@@ -18,17 +19,21 @@ class ClipTrainConfig(TrainConfig):
     # what to train
     stage: str = option("stage2", "stage1: global long/short captions; stage2: + regional and hard negatives",
                         choices=STAGES)
-    model: str = option("fgclip", "architecture to train", choices=CLIP_MODELS)
+    model: str = option("fgclip", "architecture to train: fgclip (CLIP towers) or fgclip2 (FG-CLIP 2, SigLIP 2 "
+                        "NaFlex towers)", choices=CLIP_MODELS)
     init_from: str = option("openai/clip-vit-base-patch16", "OpenAI CLIP, official FG-CLIP or our checkpoint "
-                            "(dir or hub id), or 'tiny' for a random tiny model")
+                            "(dir or hub id), or 'tiny' for a random tiny model; fgclip2: SigLIP 2 NaFlex, "
+                            "official FG-CLIP 2 or ours")
     tokenizer: str | None = option(None, "tokenizer dir; default: the init_from checkpoint's")
     reset_fine_grained_scales: bool = option(True, "fresh runs start the region/hard temperatures at logit_scale "
-                                             "(official)")
+                                             "(official; fgclip2: at 4.6052, its official start)")
     logit_scale_max: float | None = option(None, "clamp of the three log-temperatures; none = official (no clamp)")
     freeze: list[str] = option([], "comma-separated regexes of parameter names to freeze")
     tiny_width: int = option(64, "init_from tiny: hidden width", min=1)
     tiny_layers: int = option(2, "init_from tiny: layers per tower", min=1)
     tiny_patch: int = option(8, "init_from tiny: patch size", min=1)
+    patch_budgets: list[int] = option(PATCH_BUDGETS, "fgclip2: NaFlex patch budgets; each batch takes the smallest "
+                                      "that holds its largest image's native grid (official rule)", min=1)
     # data
     data_format: str = option("auto", "auto = pairs for stage1, finehard for stage2",
                               choices=("auto", "pairs", "finehard"))
@@ -54,6 +59,11 @@ class ClipTrainConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.model == "fgclip2" and self.logit_scale_max is not None:
+            raise ConfigError("config key 'logit_scale_max': FG-CLIP 2 trains its temperatures unclamped, as the "
+                              "official trainer does; leave it unset (null) for model: fgclip2")
+        if not self.patch_budgets:
+            raise ConfigError("config key 'patch_budgets': needs at least one patch budget")
         if self.eval_data and not Path(self.eval_data).exists():
             raise ConfigError(f"config key 'eval_data': {self.eval_data} does not exist")
 

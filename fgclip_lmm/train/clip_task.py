@@ -1,4 +1,5 @@
-"""The FG-CLIP training task: stage 1 (global long/short) and stage 2 (+ regional, hard negatives).
+"""The FG-CLIP training task: stage 1 (global long/short) and stage 2 (+ regional, hard negatives); `model:
+fgclip2` trains FG-CLIP 2 on the same readers (its differences live in `clip_fgclip2.py`).
 
 Model construction is `build_model` (one builder per `model` key in `MODEL_BUILDERS`); the loop around it is
 `loop.run_training`. Each checkpoint also holds an HF export (`hf/`), and the last one becomes OUT/hf.
@@ -17,13 +18,14 @@ from ..model import FGCLIPConfig, FGCLIPModel
 from . import checkpoint as ckpt
 from .clip_config import CLIP_MODELS, ClipTrainConfig
 from .clip_data import build_clip_data
+from .clip_fgclip2 import build_fgclip2_model, fgclip2_batch_flops, fgclip2_hard_negative_accuracy
 from .config_io import ConfigError
 from .flops import clip_tower_flops, train_flops
 from .report import DataReport
 from .runtime import restore_scalar_shapes
 from .task import TrainTask, enable_checkpointing, reading, warmup_cosine
 
-NO_DECAY = re.compile(r"(layer_?norm|layrnorm|\.bias$|^logit_scale)", re.IGNORECASE)
+NO_DECAY = re.compile(r"(layer_?norm|layrnorm|\.bias$|^logit_scale|^logit_bias)", re.IGNORECASE)
 
 
 def build_fgclip(cfg: ClipTrainConfig, tokenizer, resuming: bool) -> FGCLIPModel:
@@ -47,7 +49,7 @@ def build_fgclip(cfg: ClipTrainConfig, tokenizer, resuming: bool) -> FGCLIPModel
 
 
 # `model` key -> builder(cfg, tokenizer, resuming) -> model whose forward(**batch) returns the loss terms.
-MODEL_BUILDERS: dict[str, Callable] = {"fgclip": build_fgclip}
+MODEL_BUILDERS: dict[str, Callable] = {"fgclip": build_fgclip, "fgclip2": build_fgclip2_model}
 assert set(MODEL_BUILDERS) == set(CLIP_MODELS), "clip_config.CLIP_MODELS lists the builders' names"
 
 
@@ -76,6 +78,8 @@ def param_groups(model: torch.nn.Module, cfg: ClipTrainConfig) -> list[dict]:
 
 
 def batch_flops(model_config, batch: dict) -> float:
+    if model_config.model_type == "fgclip2":
+        return train_flops(fgclip2_batch_flops(model_config, batch))
     texts = [tuple(batch[k].shape) for k in ("long_input_ids", "short_input_ids", "box_input_ids",
                                               "hard_input_ids") if k in batch]
     return train_flops(clip_tower_flops(model_config, batch["pixel_values"].shape[0], texts))
@@ -138,9 +142,11 @@ class ClipTask(TrainTask):
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            result = hard_negative_accuracy(model, self.tokenizer, cfg.eval_data,
-                                            cfg.eval_image_root or None,
-                                            image_size=cfg.image_size, limit=cfg.eval_limit)
+            if cfg.model == "fgclip2":
+                result = fgclip2_hard_negative_accuracy(model, self.tokenizer, cfg, limit=cfg.eval_limit)
+            else:
+                result = hard_negative_accuracy(model, self.tokenizer, cfg.eval_data, cfg.eval_image_root or None,
+                                                image_size=cfg.image_size, limit=cfg.eval_limit)
         model.train(was_training)
         return {f"eval/{k}": float(v) for k, v in result.items()}
 

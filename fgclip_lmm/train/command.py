@@ -3,8 +3,8 @@
 Order matters to the user: `--help`, config errors and output-dir problems are answered with the standard library
 and PyYAML alone (well under 2 s); torch, transformers and DeepSpeed load only once the config is valid and the
 output dir is ours (`rundir.RunLock`). A known user error (config, output dir, bad record, no usable data) prints
-one line `train-clip: error: ...` and exits 2; `--debug` or FGCLIP_DEBUG=1 adds the traceback. The machine-read
-markers FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM print only under FGCLIP_TEST_MARKERS=1.
+one line `fgclip-lmm train-clip: error: ...` (every command's format, `errors.format_error`) and exits 2;
+`--debug` or FGCLIP_DEBUG=1 adds the traceback. The machine-read markers FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM print only under FGCLIP_TEST_MARKERS=1.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import debug_requested, format_error
 from .config_io import ConfigError, describe, load_config
 from .rundir import RunDirError, RunLock, ensure_writable
 
-DEBUG_ENV = "FGCLIP_DEBUG"
 MARKERS_ENV = "FGCLIP_TEST_MARKERS"
 # torch re-raises an error of a DataLoader worker as RuntimeError (or its own type, if one argument builds it) with
 # the worker's traceback in the message; `user_message` recognises it by this first line.
@@ -46,36 +46,20 @@ def marker(text: str) -> None:
         sys.stdout.flush()
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's config or data, reported in one line (imported late: they live beside torch)."""
-    from ..data.bad_records import BadRecordError
-    from ..data.text import TextTooLongError
-    from ..lmm.dataset import NoUsableSampleError
-    from ..lmm.encode import SampleError
-    from .task import TrainDataError
-
-    return (ConfigError, RunDirError, TrainDataError, BadRecordError, TextTooLongError, SampleError,
-            NoUsableSampleError)
-
-
-def user_message(error: BaseException, kinds: tuple[type[BaseException], ...]) -> str | None:
-    """The one-line message of a user error (also one raised inside a DataLoader worker); None for other errors."""
-    text = str(error)
-    worker = WORKER_ERROR.match(text)
-    if worker:
-        if worker.group(1) not in {kind.__name__ for kind in kinds}:
-            return None
-        last = [line for line in text.splitlines() if line.strip()][-1]  # "package.module.Class: message"
-        return last.split(": ", 1)[-1].strip()
-    if not isinstance(error, kinds):
-        return None
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+def user_message(error: BaseException) -> str | None:
+    """The one-line message of an expected error (`errors.format_error`), also of one re-raised from a DataLoader
+    worker (same class, the worker's traceback in the text: its last line is the message); None for a bug."""
+    message = format_error(error)
+    if message is None or not WORKER_ERROR.match(str(error)):
+        return message
+    last = [line for line in str(error).splitlines() if line.strip()][-1]  # "package.module.Class: message"
+    return last.split(": ", 1)[-1].strip()
 
 
 def fail(command: str, error: BaseException, message: str, debug: bool) -> int:
     if debug:
         traceback.print_exception(error)
-    print(f"{command}: error: {message}", file=sys.stderr, flush=True)
+    print(f"fgclip-lmm {command}: error: {message}", file=sys.stderr, flush=True)
     return 2
 
 
@@ -92,9 +76,7 @@ def claim_output_dir(out: Path, rank: int) -> RunLock | None:
 
 
 def run_command(spec: TrainerSpec, argv: list[str] | None) -> int:
-    argv = list(argv or [])
-    debug = "--debug" in argv or env_flag(DEBUG_ENV)
-    argv = [a for a in argv if a != "--debug"]
+    argv, debug = debug_requested(list(argv or []))
     rank = int(os.environ.get("RANK", "0"))
     lock = None
     try:
@@ -104,7 +86,7 @@ def run_command(spec: TrainerSpec, argv: list[str] | None) -> int:
         config = load_config(spec.config_cls, argv, spec.kind)
         lock = claim_output_dir(Path(config.output_dir), rank)
     except (ConfigError, RunDirError) as error:  # before any process group or model exists
-        return fail(spec.command, error, user_message(error, (ConfigError, RunDirError)), debug)
+        return fail(spec.command, error, user_message(error), debug)
     try:
         module, name = spec.task.split(":")
         task = getattr(importlib.import_module(module), name)(config)
@@ -114,7 +96,7 @@ def run_command(spec: TrainerSpec, argv: list[str] | None) -> int:
     except Exception as error:
         if lock is not None:
             lock.release()
-        message = user_message(error, user_errors())
+        message = user_message(error)
         if message is None:
             raise
         code = fail(spec.command, error, message, debug)

@@ -16,10 +16,12 @@ import socket
 import time
 from pathlib import Path
 
+from ..errors import FGClipError
+
 LOCK_NAME = "run.lock"
 
 
-class RunDirError(ValueError):
+class RunDirError(FGClipError, ValueError):
     """The output directory cannot be written, or another live run holds it."""
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import FGClipError
 
-class TrainDataError(ValueError):
+
+class TrainDataError(FGClipError, ValueError):
     """The data leaves nothing to train on (no usable record, or too few for one optimizer step)."""
 
 

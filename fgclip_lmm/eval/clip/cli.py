@@ -13,7 +13,9 @@ written by `fgclip-lmm synth`) is resolved through its manifest. Results go to O
 OUT/<bench>.md (and the table to stdout). Every input problem is reported before the model is loaded where it
 can be (missing checkpoint, unwritable OUT, wrong format, missing image); `--on-bad-record skip` counts and drops
 bad records instead: the counts and the first messages per reason are printed at the end (and before a "no usable
-records" error) and written to OUT/bad_records.json.
+records" error) and written to OUT/bad_records.json. FG-CLIP 2 checkpoints run the official FG-CLIP 2 protocol
+(NaFlex image sizes, box walk for region phrases, long walk at 196, tokenizer attention masks; `encode_fgclip2.py`),
+and the report states it.
 """
 from __future__ import annotations
 
@@ -39,11 +41,11 @@ from .benches import (
     run_zeroshot,
 )
 from .encode import (
-    ClipEncoder,
     EncoderConfig,
     check_model_path,
     has_tokenizer_files,
     load_checkpoint,
+    make_encoder,
 )
 from .formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
 from .formats_global import RETRIEVAL_FORMATS, read_image_folder, read_retrieval
@@ -56,13 +58,16 @@ REPORT_FILE = "bad_records.json"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fgclip-lmm eval-clip", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="checkpoint directory (ours, official FG-CLIP, OpenAI CLIP) or hub id")
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id: FG-CLIP (ours, official, OpenAI "
+                   "CLIP) or FG-CLIP 2 (ours, official qihoo360/fg-clip2-*, SigLIP 2 NaFlex)")
     p.add_argument("--bench", required=True, choices=BENCHES)
     p.add_argument("--data", required=True, help="data file / directory in the bench's official format, or a synth root")
     p.add_argument("--out", default=None, help="output directory (default runs/eval-clip/<bench>)")
     p.add_argument("--batch-size", type=int, default=32, help="images per vision forward")
     p.add_argument("--text-batch-size", type=int, default=256, help="texts per text forward")
     p.add_argument("--image-size", type=int, default=None, help="squash-resize side; default the checkpoint's own")
+    p.add_argument("--patch-budgets", type=int, nargs="+", default=None,
+                   help="FG-CLIP 2 (NaFlex): per-image patch budgets (default the official 128 256 576 784 1024)")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory when the checkpoint has no tokenizer files")
     p.add_argument("--image-root", default=None, help="directory image paths are relative to (default: per format)")
     p.add_argument("--templates", default="openai80",
@@ -147,7 +152,8 @@ def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
     settings = EncoderConfig(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                              image_size=args.image_size, device=str(pick_device(args.device)),
                              dtype=torch_dtype(args.dtype), workers=args.workers, truncation=args.truncation,
-                             progress=not args.no_progress, max_pixels=args.max_image_pixels)
+                             progress=not args.no_progress, max_pixels=args.max_image_pixels,
+                             patch_budgets=tuple(args.patch_budgets) if args.patch_budgets else None)
     if args.batch_size < 1 or args.text_batch_size < 1:
         raise InputError("--batch-size and --text-batch-size must be >= 1")
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None
@@ -165,7 +171,7 @@ def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
     if tokenizer_source is None and spec.tokenizer is not None and not has_tokenizer_files(args.model):
         tokenizer_source = str(spec.tokenizer)  # the synthetic world's own CLIP tokenizer
     model, tokenizer = load_checkpoint(args.model, tokenizer_source, settings)
-    encoder = ClipEncoder(model, tokenizer, settings, policy)
+    encoder = make_encoder(model, tokenizer, settings, policy)
     if args.bench == "fgovd":
         result = run_fgovd(encoder, data, image_ok)
     elif args.bench == "boxcls":
@@ -182,7 +188,7 @@ def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
         "data": [str(s) for s in data.sources], "synth_set": spec.synth_set,
         "settings": {"image_size": encoder.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
                      "device": settings.device, "truncation": args.truncation, "on_bad_record": args.on_bad_record,
-                     "resize": "squash to SxS, bicubic, CLIP mean/std"},
+                     "resize": encoder.resize, "texts": encoder.text_protocol},
         "info": result.info,
         "results": result.rows,
         "skipped": {"total": report.total_skipped, "by_reason": report.skipped, "examples": report.examples},
@@ -205,7 +211,8 @@ def to_markdown(result: BenchResult, meta: dict) -> str:
     s = meta["settings"]
     data = ", ".join(f"`{d}`" for d in meta["data"])
     info = ", ".join(f"{k} {v}" for k, v in result.info.items() if not isinstance(v, dict))
-    header = f"model `{meta['model']}` · data {data} · image {s['image_size']}px ({s['resize']}) · {info}"
+    image = f"{s['image_size']}px ({s['resize']})" if s["image_size"] else s["resize"]
+    header = f"model `{meta['model']}` · data {data} · image {image} · {s['texts']} · {info}"
     lines = [f"## eval-clip: {result.bench}", "", header, "",
              "| " + " | ".join(["", *result.columns]) + " |", "|" + "---|" * (len(result.columns) + 1)]
     lines += ["| " + " | ".join([name, *(_fmt(row.get(c, "")) for c in result.columns)]) + " |"
