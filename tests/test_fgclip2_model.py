@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fgclip2_fixture import (
+from fgclip_lmm.testing.fgclip2 import (
     make_batch,
     naflex_inputs,
     official_keys,

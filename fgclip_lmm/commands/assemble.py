@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from fgclip_lmm.lmm.options import ASPECT_MODES, DTYPE_NAMES
+from fgclip_lmm.constants import ASPECT_MODES, DTYPE_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fgclip_lmm.lmm.options import DTYPE_NAMES
+from fgclip_lmm.constants import DTYPE_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fgclip_lmm.constants import DTYPE_NAMES
 from fgclip_lmm.datagen.runner import stats_path
 from fgclip_lmm.errors import InputError, run_command
 
@@ -31,7 +32,7 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--out", required=True, help="output FineHARD JSON array (progress in OUT.parts/)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"items per batch (default {batch_size})")
     parser.add_argument("--device", default=None, help="torch device (default cuda:$LOCAL_RANK, else cpu); 'auto' spreads one model over all GPUs")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES])
     parser.add_argument("--on-bad-record", default="skip", choices=["skip", "error"],
                         help="bad input records / images: count and skip (default), or stop")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..constants import ATTRIBUTES, FGOVD_SPLITS, POPE_SPLITS
 from ..data.synth.manifest import load_manifest
 from . import plots
 from .config import DemoConfig
@@ -19,9 +20,6 @@ from .stages import StageRunner
 SECTIONS = ("Run", "Encoder training", "FG-OVD-style accuracy by difficulty", "Box classification and retrieval",
             "LMM hallucination: POPE", "LMM attribute understanding", "Box-phrase similarity heatmaps",
             "Where FG-CLIP did not help", "Provenance")
-DIFFICULTIES = ("hard", "medium", "easy", "trivial")
-POPE_SPLITS = ("random", "popular", "adversarial")
-ATTRIBUTES = ("color", "shape", "size", "position", "count", "existence")
 
 
 class Blocks:
@@ -129,11 +127,11 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
         "training. `stage1` is the shared checkpoint both encoders start from (before stage 2).")
     for subset in ("test", "heldout"):
         key = f"fgovd_{subset}"
-        vals = {n: [nums.get(paths.bench[n] / key / "fgovd.json", "results", d, "top1") for d in DIFFICULTIES]
+        vals = {n: [nums.get(paths.bench[n] / key / "fgovd.json", "results", d, "top1") for d in FGOVD_SPLITS]
                 for n in BENCH_ENCODERS}
-        b.table(["split", *DIFFICULTIES], [[f"{n} ({subset})", *map(fmt, v)] for n, v in vals.items()])
-        deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c, f in zip(DIFFICULTIES, vals["clip"], vals["fgclip"])]
-        b.img(plots.grouped_bars(out / f"fgovd_{subset}.png", f"FG-OVD-style top-1 ({subset})", list(DIFFICULTIES),
+        b.table(["split", *FGOVD_SPLITS], [[f"{n} ({subset})", *map(fmt, v)] for n, v in vals.items()])
+        deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c, f in zip(FGOVD_SPLITS, vals["clip"], vals["fgclip"])]
+        b.img(plots.grouped_bars(out / f"fgovd_{subset}.png", f"FG-OVD-style top-1 ({subset})", list(FGOVD_SPLITS),
                                  vals, "top-1 %", chance=100 / 11, labels=labels), f"FG-OVD {subset}")
 
     b.h("Box classification and retrieval")

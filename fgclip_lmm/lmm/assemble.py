@@ -42,16 +42,11 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from fgclip_lmm.constants import ASPECT_MODES
+from fgclip_lmm.devices import DTYPES, torch_dtype
 from fgclip_lmm.errors import InputError, checkpoint_errors
-from fgclip_lmm.tower import (
-    TowerConfig,
-    VisionTower,
-    build_tower,
-    parse_tower_spec,
-    set_no_grad_forward,
-)
+from fgclip_lmm.tower import TowerConfig, VisionTower, build_tower, parse_tower_spec, set_no_grad_forward
 
-from .options import ASPECT_MODES, DTYPE_NAMES
 from .projector import (
     build_projector,
     check_projector_sizes,
@@ -60,7 +55,6 @@ from .projector import (
 )
 from .templates import IMAGE_TOKEN, default_template_for, get_template, stop_string
 
-DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 META_FILE = "fgclip_lmm.json"
 NEW_ROW_COV_SCALE = 1e-5
 
@@ -154,7 +148,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
                                         select=cfg.select, image_size=cfg.image_size))
     # Load the LLM directly in the output dtype ("auto" = as stored) so a 7B model is never held in float32.
     with checkpoint_errors(cfg.llm):
-        llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=DTYPES[cfg.dtype] if cfg.dtype != "auto" else "auto")
+        llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype(cfg.dtype, allow_auto=True))
         tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
     text_config = llm.config
     template = cfg.template if cfg.template != "auto" else default_template_for(text_config.model_type)

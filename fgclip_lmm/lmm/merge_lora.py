@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
+from fgclip_lmm.devices import DTYPES
 from fgclip_lmm.errors import CheckpointError, InputError, checkpoint_errors
 
-from .assemble import DTYPES, META_FILE
+from .assemble import META_FILE
 from .export import NON_LORA_FILE, save_full
 
 

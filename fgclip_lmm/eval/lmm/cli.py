@@ -78,7 +78,7 @@ class EvalInputError(InputError):
 
 
 @dataclass(frozen=True)
-class EvalLmmArgs:
+class EvalLmmConfig:
     model: str
     tasks: list[str]
     out: Path
@@ -94,7 +94,7 @@ class EvalLmmArgs:
     fresh: bool = False  # ignore (delete) answers cached by an earlier, interrupted run
 
 
-def parse_args(argv: list[str]) -> EvalLmmArgs:
+def parse_args(argv: list[str]) -> EvalLmmConfig:
     p = argparse.ArgumentParser(prog="fgclip-lmm eval-lmm", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="HF LLaVA export directory (or hub id)")
     p.add_argument("--tasks", required=True, help="comma-separated lmms-eval task/group names")
@@ -116,11 +116,11 @@ def parse_args(argv: list[str]) -> EvalLmmArgs:
                    help=f"recompute every answer (default: reuse those cached in OUT/{CACHE_DIR} by an earlier run)")
     a = p.parse_args(argv)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
-    return EvalLmmArgs(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
-                       a.yes_no_rule, a.seed, a.verbosity, a.fresh)
+    return EvalLmmConfig(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
+                         a.yes_no_rule, a.seed, a.verbosity, a.fresh)
 
 
-def _task_dirs(args: EvalLmmArgs) -> list[Path]:
+def _task_dirs(args: EvalLmmConfig) -> list[Path]:
     if args.world is None:
         return [SYNTHETIC_DIR, HUB_DIR]
     from fgclip_lmm.eval.lmm.world import build_tasks_from_world
@@ -159,7 +159,7 @@ def resolve_tasks(requested: list[str], known: set[str], local: dict[str, Path])
     return names, aliased
 
 
-def check_arguments(args: EvalLmmArgs) -> None:
+def check_arguments(args: EvalLmmConfig) -> None:
     """The checks that need neither lmms-eval nor torch (run first, so they answer at once)."""
     if args.batch_size < 1:
         raise EvalInputError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -173,7 +173,7 @@ def check_arguments(args: EvalLmmArgs) -> None:
         raise EvalInputError(str(exc)) from exc
 
 
-def preflight(args: EvalLmmArgs, task_manager: Any, task_dirs: list[Path]) -> tuple[list[str], dict[str, str]]:
+def preflight(args: EvalLmmConfig, task_manager: Any, task_dirs: list[Path]) -> tuple[list[str], dict[str, str]]:
     """Every check that needs no model: arguments, checkpoint, limits, task names, offline data."""
     check_arguments(args)
     local = local_task_yamls(task_dirs)
@@ -242,7 +242,7 @@ def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], he
             f.write(json.dumps(record) + "\n")
 
 
-def run(args: EvalLmmArgs) -> dict[str, Any] | None:
+def run(args: EvalLmmConfig) -> dict[str, Any] | None:
     """Preflight, evaluate, report; returns the report on rank 0 (which writes the files), None elsewhere."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
@@ -284,7 +284,7 @@ def run(args: EvalLmmArgs) -> dict[str, Any] | None:
     return report
 
 
-def run_provenance(args: EvalLmmArgs, names: list[str], task_manager: Any, task_dirs: list[Path]) -> dict[str, Any]:
+def run_provenance(args: EvalLmmConfig, names: list[str], task_manager: Any, task_dirs: list[Path]) -> dict[str, Any]:
     """`tasks_world` (which world the synthetic tasks come from; None when none runs) and `lmms_eval_command`."""
     synthetic = set(local_task_yamls(task_dirs[:1]))
     runs_synthetic = bool(synthetic & set(_expand(names, task_manager)))

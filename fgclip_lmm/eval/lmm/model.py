@@ -1,7 +1,8 @@
 """`FGClipLlava`: the lmms-eval 0.7.3 model (`--model fgclip_llava`) for any stock HF `LlavaForConditionalGeneration`.
 
 Loads the export with `LlavaForConditionalGeneration` + `AutoProcessor` and serves lmms-eval's simple request
-API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md §5, §12):
+API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (docs/lmms_eval.md, "What the
+plugin adds over llava and llava_hf"):
 
 * batched generation with left padding whose answers equal batch size 1 (requests grouped by `gen_kwargs`);
 * `max_new_tokens`, `temperature` (>0 samples) and `until` honoured;
@@ -41,20 +42,21 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
 from fgclip_lmm.errors import checkpoint_errors
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
 from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
 from fgclip_lmm.eval.lmm.checkpoint import check_checkpoint
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.requests import (
-    GenerationSettings,
+    RequestGenerationConfig,
     PreparedRequest,
     build_prompt,
     expand_image_tokens,
     flatten_visuals,
     rgb_doc,
 )
+from fgclip_lmm.devices import pick_device, torch_dtype
+from fgclip_lmm.lmm.templates import get_template
 
 DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
 
@@ -128,9 +130,8 @@ class FGClipLlava(ResponseCacheMixin, lmms):
             self._device = accelerator.device
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
         else:
-            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, str(dtype))
-        load_kwargs = {"dtype": torch_dtype}
+            self._device = pick_device(device)
+        load_kwargs = {"dtype": torch_dtype(str(dtype), allow_auto=True)}
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
         with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
@@ -145,7 +146,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         template = chat_template or self.tokenizer.chat_template or getattr(self.processor, "chat_template", None)
         if template and os.path.isfile(template):
             template = Path(template).read_text()
-        self.chat_template = template or VICUNA_CHAT_TEMPLATE
+        self.chat_template = template or get_template("vicuna_v1").chat_template()
         self.pretrained = str(pretrained)
         self.batch_size_per_gpu = batch_size
         self.max_new_tokens = int(max_new_tokens)
@@ -219,7 +220,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
             index=index, task=task, split=split, doc_id=int(doc_id),
             prompt=build_prompt(context, len(images), self.tokenizer, self.image_token, self.chat_template),
             image_keys=[image_key(image) for image in images], load_images=load_images,
-            settings=GenerationSettings.from_gen_kwargs(gen_kwargs, self.max_new_tokens),
+            settings=RequestGenerationConfig.from_gen_kwargs(gen_kwargs, self.max_new_tokens),
             yes_no=yes_no, continuation=continuation,
         )
 

@@ -2,7 +2,8 @@
 
 * POPE families (`fgclip_pope_*`, or lmms-eval's `pope_random`/`pope_pop`/`pope_adv`): per-split metrics recomputed
   from the samples (they match lmms-eval's own aggregates, which are kept too), **mean F1 over the splits** (the
-  LLaVA protocol, llava.md §8.2) and pooled metrics over all splits' questions; the yes-rate is the model's.
+  LLaVA protocol, docs/llava.md, "Evaluation protocol") and pooled metrics over all splits' questions; the yes-rate
+  is the model's.
 * Yes/no pair tasks (`fgclip_attr_*`, lmms-eval's `mme`): accuracy, acc+ and MME score per attribute / category.
 * Calibration: AUROC of P(yes) (renormalised over yes/no, from the first generated step) per task and pooled.
 * Every other task: lmms-eval's aggregate metrics as they come.
