@@ -99,7 +99,7 @@ def _fgovd_files(path: Path) -> list[Path]:
 def read_data(args, spec: BenchDataConfig, policy: BadRecordPolicy):
     """Read and validate the bench's data and check its image files: (data, image mask, records read)."""
     from .benches import box_image_mask, prepare_images
-    from .synth import read_synth_zeroshot
+    from .synth import BenchDataConfig, read_synth_zeroshot
 
     path = spec.path
     image_root = Path(args.image_root).expanduser() if args.image_root else spec.image_root
@@ -139,10 +139,16 @@ def _nothing_left(message: str, policy: BadRecordPolicy, out: Path | None) -> In
 
 def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
     """Evaluate; `out` (checked writable once the inputs exist) receives the bad-record report on failure."""
-    from .benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
     from fgclip_lmm.devices import pick_device, torch_dtype
 
-    from .encode import EncoderConfig, check_model_path, has_tokenizer_files, load_checkpoint, make_encoder
+    from .benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
+    from .encode import (
+        EncoderConfig,
+        check_model_path,
+        has_tokenizer_files,
+        load_checkpoint,
+        make_encoder,
+    )
     from .synth import resolve_data
 
     started = time.time()
