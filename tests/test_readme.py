@@ -103,6 +103,7 @@ def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     return cwd, outputs
 
 
+@pytest.mark.slow
 def test_walkthrough_runs_and_each_step_feeds_the_next(walkthrough) -> None:
     cwd, outputs = walkthrough
     runs = cwd / "runs"
@@ -117,6 +118,7 @@ def test_walkthrough_runs_and_each_step_feeds_the_next(walkthrough) -> None:
     assert list((runs / "lmms").rglob("*_results.json")), outputs.get("lmms-eval", "")[-2000:]
 
 
+@pytest.mark.slow
 def test_two_process_recipes_run_on_a_cpu(walkthrough) -> None:
     cwd, _ = walkthrough
     block = blocks(offline=True)[1]
