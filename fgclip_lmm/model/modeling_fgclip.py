@@ -7,6 +7,7 @@ What FG-CLIP adds to `CLIPModel` (and nothing else is copied from transformers):
 - dense patch features (last block re-run on its value path) and RoIAlign box features;
 - three temperatures and a training `forward` returning named loss terms.
 Parameter names equal the official state-dict names so `qihoo360/fg-clip-*` weights load strictly.
+Beyond the official code (speed only, same results): texts are encoded in length buckets (`encode_text`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,52 @@ from .boxes import boxes_to_rois, packed_rois, roi_features
 from .configuration_fgclip import FGCLIPConfig
 from .loading import load_any_checkpoint
 from .positions import stretch_positions
+
+
+def _merge_widths(widths: list[int], counts: list[int], max_buckets: int) -> list[int]:
+    """The at most `max_buckets` widths (a subset of `widths`, ascending) that minimise the padded tokens when each
+    row takes the narrowest chosen width >= its own (dynamic programming over contiguous runs; n <= 31 here)."""
+    n = len(widths)
+    if n <= max_buckets:
+        return widths
+    prefix = [0]
+    for c in counts:
+        prefix.append(prefix[-1] + c)
+    inf = float("inf")
+    # best[k][j]: least cost of covering widths[:j] with k buckets, the last ending at widths[j - 1]
+    best = [[inf] * (n + 1) for _ in range(max_buckets + 1)]
+    cut = [[0] * (n + 1) for _ in range(max_buckets + 1)]
+    best[0][0] = 0
+    for k in range(1, max_buckets + 1):
+        for j in range(1, n + 1):
+            for i in range(j):
+                cost = best[k - 1][i] + widths[j - 1] * (prefix[j] - prefix[i])
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    k = min(range(1, max_buckets + 1), key=lambda m: best[m][n])
+    chosen, j = [], n
+    while j > 0:
+        chosen.append(widths[j - 1])
+        j, k = cut[k][j], k - 1
+    return chosen[::-1]
+
+
+def length_buckets(first_eos: torch.Tensor, width: int, multiple: int,
+                   max_buckets: int = 8) -> list[tuple[int, torch.Tensor]]:
+    """Rows grouped by true length (first eos + 1) rounded up to `multiple` (at most `width`): [(width, rows)].
+
+    At most `max_buckets` buckets (each extra encoder call costs kernel launches on a GPU); when there would be
+    more, neighbouring widths are merged where that pads the fewest tokens. Buckets come narrowest first and rows
+    keep their order inside a bucket. One host sync (the bucket sizes).
+    """
+    needed = ((first_eos + multiple) // multiple * multiple).clamp(max=width)
+    values, counts = torch.unique(needed, return_counts=True)
+    widths = _merge_widths(values.tolist(), counts.tolist(), max_buckets)
+    chosen = torch.tensor(widths, device=needed.device)
+    index = torch.searchsorted(chosen, needed)  # the narrowest chosen width >= each row's own
+    order = torch.argsort(index, stable=True)
+    sizes = torch.bincount(index, minlength=len(widths)).tolist()
+    return [(w, rows) for w, rows in zip(widths, order.split(sizes)) if rows.numel()]
 
 
 class FGCLIPTextEmbeddings(CLIPTextEmbeddings):
@@ -56,6 +103,11 @@ class FGCLIPModel(CLIPPreTrainedModel):
     config_class = FGCLIPConfig
     base_model_prefix = "fgclip"
     main_input_name = "pixel_values"
+    # Text rows are encoded in length buckets of this granularity (see `encode_text`); `bucket_texts = False` on
+    # an instance turns it off (the benchmarks' unbucketed baseline).
+    TEXT_BUCKET_MULTIPLE = 8
+    TEXT_MAX_BUCKETS = 8
+    bucket_texts = True
 
     def __init__(self, config: FGCLIPConfig):
         super().__init__(config)
@@ -102,25 +154,52 @@ class FGCLIPModel(CLIPPreTrainedModel):
         return super().from_pretrained(path, *args, **kwargs)
 
     # ---------------------------------------------------------------- text
-    def encode_text(self, input_ids: torch.Tensor, walk_short_pos: bool = True) -> torch.Tensor:
-        """Pooled (first-eos) hidden state of the text transformer, before projection: (B, Dt)."""
+    def encode_text(self, input_ids: torch.Tensor, walk_short_pos: bool = True,
+                    bucket: bool | None = None) -> torch.Tensor:
+        """Pooled (first-eos) hidden state of the text transformer, before projection: (B, Dt).
+
+        Rows are grouped by their true length (up to the first eos) into buckets whose widths are multiples of
+        `TEXT_BUCKET_MULTIPLE` (at most `TEXT_MAX_BUCKETS` of them); each bucket is encoded at its own width and
+        the rows are put back in order. Attention is causal and pooling is at the first eos, so the tokens cut off
+        never reach the pooled state: the result is the padded batch's up to the attention kernel's reduction
+        order. It is bit-identical where that order does not depend on the padded width (SDPA's math backend for
+        texts longer than 8 tokens: tested) and within float32 rounding with the CPU flash kernel, whose tiling
+        follows the sequence length (tested). `bucket=False` (or `self.bucket_texts = False`) encodes every row
+        at the batch width.
+        """
         eos = self.config.text_config.eos_token_id
         is_eos = input_ids == eos
         if input_ids.numel() and not bool(is_eos.any(-1).all()):
             row = int((~is_eos.any(-1)).nonzero()[0, 0])
             raise ValueError(f"input_ids[{row}] has no eos token (id {eos} from text_config.eos_token_id); "
                              "tokenise with the model's tokenizer, which appends it")
+        first_eos = is_eos.int().argmax(-1)
+        bucket = self.bucket_texts if bucket is None else bucket
+        if not bucket or input_ids.shape[0] < 2:
+            return self._encode_text_at_width(input_ids, first_eos, walk_short_pos)
+        parts, rows = [], []
+        for width, members in length_buckets(first_eos, input_ids.shape[1], self.TEXT_BUCKET_MULTIPLE,
+                                                      self.TEXT_MAX_BUCKETS):
+            parts.append(self._encode_text_at_width(input_ids[members, :width], first_eos[members], walk_short_pos))
+            rows.append(members)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts)[torch.argsort(torch.cat(rows))]
+
+    def _encode_text_at_width(self, input_ids: torch.Tensor, first_eos: torch.Tensor,
+                              walk_short_pos: bool) -> torch.Tensor:
         text = self.text_model
         hidden = text.embeddings(input_ids, walk_short_pos=walk_short_pos)
         mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=None, cache=None)
         hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
         hidden = text.final_layer_norm(hidden)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), is_eos.int().argmax(-1)]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first_eos]
 
-    def get_text_features(self, input_ids: torch.Tensor, walk_short_pos: bool = True, **_unused) -> torch.Tensor:
+    def get_text_features(self, input_ids: torch.Tensor, walk_short_pos: bool = True, bucket: bool | None = None,
+                          **_unused) -> torch.Tensor:
         """Unnormalised text embeddings: the short path + `text_projection` if `walk_short_pos`, else the long
-        path + `text_filip_projection` (official meaning)."""
-        pooled = self.encode_text(input_ids, walk_short_pos)
+        path + `text_filip_projection` (official meaning). `bucket`: see `encode_text`."""
+        pooled = self.encode_text(input_ids, walk_short_pos, bucket)
         return self.text_projection(pooled) if walk_short_pos else self.text_filip_projection(pooled)
 
     # ---------------------------------------------------------------- vision

@@ -3,6 +3,8 @@
 - Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length
   so batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted).
   Short texts take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (fgclip.md §2.3).
+  Inside a batch the model encodes each text in a length bucket of its own size (`FGCLIPModel.encode_text`), so
+  a batch of mixed lengths costs about its real tokens, not rows x the longest.
 - Images are decoded by the data layer (`load_rgb`: EXIF, RGB) and squash-resized to S x S with CLIP mean/std
   (`ImagePreprocessor`, §7), in a DataLoader. Box benchmarks run the vision tower once per image batch
   (`get_image_dense_features`) and pool every box of those images with RoIAlign (`boxes.roi_features`).
