@@ -7,7 +7,8 @@ What FG-CLIP adds to `CLIPModel` (and nothing else is copied from transformers):
 - dense patch features (last block re-run on its value path) and RoIAlign box features;
 - three temperatures and a training `forward` returning named loss terms.
 Parameter names equal the official state-dict names so `qihoo360/fg-clip-*` weights load strictly.
-Beyond the official code (speed only, same results): texts are encoded in length buckets (`encode_text`).
+Beyond the official code (speed only, same results): texts are encoded in length buckets (`encode_text`) and
+QuickGELU runs as one fused autograd function (`activations.py`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.models.clip.modeling_clip import CLIPPreTrainedModel, CLIPTextEmbeddings
 
 from ..losses import FGCLIPLoss
+from .activations import fuse_quick_gelu
 from .boxes import boxes_to_rois, packed_rois, roi_features
 from .configuration_fgclip import FGCLIPConfig
 from .loading import load_any_checkpoint
@@ -125,6 +127,7 @@ class FGCLIPModel(CLIPPreTrainedModel):
         self.logit_scale_hardneg = nn.Parameter(torch.tensor(value))
         self.criterion = FGCLIPLoss(config.region_loss_weight, config.hard_loss_weight,
                                     logit_scale_max=config.logit_scale_max)
+        fuse_quick_gelu(self)  # CLIP's QuickGELU as one autograd function (same values, see activations.py)
         self.post_init()
 
     def _init_weights(self, module):
