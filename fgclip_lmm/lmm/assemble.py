@@ -43,7 +43,14 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from fgclip_lmm.tower import TowerConfig, VisionTower, build_tower, parse_tower_spec, set_no_grad_forward
+from fgclip_lmm.tower import (
+    TowerConfig,
+    VisionTower,
+    build_tower,
+    parse_tower_spec,
+    run_all_blocks,
+    set_no_grad_forward,
+)
 
 from .projector import build_projector, check_projector_sizes, read_projector_state, to_hf_projector
 from .templates import IMAGE_TOKEN, default_template_for, get_template, stop_string
@@ -170,6 +177,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     model.model.multi_modal_projector.load_state_dict(hf_proj.state_dict, strict=True)
     tower.vision_tower.requires_grad_(True)
     set_no_grad_forward(tower.vision_tower, False)  # an assembled checkpoint carries no tuning state
+    run_all_blocks(tower.vision_tower)  # stock LLaVA reads hidden_states[vision_feature_layer] of all blocks
     if config.tie_word_embeddings:
         model.tie_weights()
 

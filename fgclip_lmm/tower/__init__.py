@@ -36,6 +36,14 @@ from .base import (
     runs_without_grad,
     set_no_grad_forward,
 )
+from .blocks import (
+    LeadingBlocks,
+    hidden_state_index,
+    llava_image_features,
+    prepare_llava_tower,
+    run_all_blocks,
+    run_needed_blocks,
+)
 from .towers import (
     TOWERS,
     CLIPTower,
@@ -56,12 +64,18 @@ __all__ = [
     "CLIPTower",
     "FGCLIPTower",
     "HFTower",
+    "LeadingBlocks",
     "LoraSpec",
     "SiglipTower",
     "TowerConfig",
     "VisionTower",
     "build_tower",
+    "hidden_state_index",
+    "llava_image_features",
     "parse_tower_spec",
+    "prepare_llava_tower",
+    "run_all_blocks",
+    "run_needed_blocks",
     "runs_without_grad",
     "set_no_grad_forward",
     "tower_class",

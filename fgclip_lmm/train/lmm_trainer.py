@@ -27,6 +27,7 @@ from ..lmm.forward import lmm_forward
 from ..lmm.grouping import GroupedBatchSampler
 from ..lmm.tuning import LmmTuning, apply_tuning, trainable_summary, unwrap_llava
 from ..tower.base import LoraSpec
+from ..tower.blocks import prepare_llava_tower
 from . import checkpoint as ckpt
 from .clip_trainer import check_finite, warmup_cosine
 from .config_io import dump_config
@@ -70,6 +71,7 @@ def build(cfg: LmmTrainConfig, rank: int, world: int):
     tuning = LmmTuning(llm=cfg.llm_mode, tower=cfg.tower_tuning, projector="full",
                        lora=LoraSpec(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
     trainable = apply_tuning(model, tuning)
+    prepare_llava_tower(model)  # skip the tower blocks after vision_feature_layer, fused QuickGELU; same results
     if cfg.gradient_checkpointing:
         unwrap_llava(trainable).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         unwrap_llava(trainable).enable_input_require_grads()

@@ -44,6 +44,7 @@ from fgclip_lmm.eval.lmm.requests import (
     expand_image_tokens,
     flatten_visuals,
 )
+from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower
 
 DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
 
@@ -116,6 +117,9 @@ class FGClipLlava(lmms):
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
         self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+        # the tower's blocks after vision_feature_layer are never run (bit-identical features; activations stay
+        # transformers' own so answers equal the stock path's exactly; the stock forward keeps working)
+        prepare_llava_tower(self._model, fuse_activation=False, index_in_config=True)
         self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
@@ -226,12 +230,7 @@ class FGClipLlava(lmms):
                     loaded[req.index] = req.load_images()
                 images.append(loaded[req.index][position])
             pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-            config = self._model.config
-            out = self._model.get_image_features(
-                pixel_values=pixels.to(self._device, self._model.dtype),
-                vision_feature_layer=config.vision_feature_layer,
-                vision_feature_select_strategy=config.vision_feature_select_strategy,
-            )
+            out = llava_image_features(self._model, pixels.to(self._device, self._model.dtype))
             features = out.pooler_output if hasattr(out, "pooler_output") else out
             for key, feature in zip(missing, features):
                 self.feature_cache.put(key, feature)
