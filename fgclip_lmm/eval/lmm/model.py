@@ -7,6 +7,9 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 * `max_new_tokens`, `temperature` (>0 samples) and `until` honoured;
 * vision features computed once per distinct image per run (`FeatureCache`, requests ordered by image) and
   spliced into the token embeddings, so POPE's ~18 questions per image cost one tower pass;
+* a shared image prefix (`prefix.py`): the prompt up to the end of the image block is prefilled once per image
+  in a batch and its questions continue from copies of that KV cache (`generate_until`, `score_yes_no` and
+  `loglikelihood`; `share_prefix=false` turns it off; beam search always runs the plain path);
 * yes/no answers normalised with LLaVA's rule for yes/no documents (`normalize_yes_no=auto|true|false`;
   `yes_no_rule=strict` keeps answers with neither yes nor no/not as they are instead of LLaVA's "yes");
 * `score_yes_no=true`: P(yes)/P(no) from the first generated step's logits, kept per request in
@@ -17,7 +20,7 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
-chat_template (a file or a literal template), attn_implementation, loglikelihood_returns.
+chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, share_prefix.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
+from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts
 from fgclip_lmm.eval.lmm.requests import (
     GenerationSettings,
     PreparedRequest,
@@ -44,6 +48,7 @@ from fgclip_lmm.eval.lmm.requests import (
     expand_image_tokens,
     flatten_visuals,
 )
+from fgclip_lmm.eval.lmm.scoring import ContinuationScoring
 from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower
 
 DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
@@ -84,7 +89,7 @@ def check_checkpoint(pretrained: str) -> None:
         raise ValueError(f"{pretrained} has model_type={model_type!r}; fgclip_llava needs a 'llava' export")
 
 
-class FGClipLlava(lmms):
+class FGClipLlava(ContinuationScoring, lmms):
     """lmms-eval simple model for HF LLaVA exports (FG-CLIP or CLIP tower); see the module docstring."""
 
     is_simple = True
@@ -94,7 +99,8 @@ class FGClipLlava(lmms):
                  yes_no_tasks: str | None = None, score_yes_no: bool = False, scores_path: str | None = None,
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
-                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None, **kwargs: Any) -> None:
+                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None,
+                 share_prefix: bool | str = True, **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -104,6 +110,8 @@ class FGClipLlava(lmms):
             raise ValueError(f"yes_no_rule must be llava or strict, got {yes_no_rule!r}")
         if loglikelihood_returns not in {"nll", "logprob"}:
             raise ValueError(f"loglikelihood_returns must be nll or logprob, got {loglikelihood_returns!r}")
+        if str(share_prefix).lower() not in {"true", "false"}:
+            raise ValueError(f"share_prefix must be true or false, got {share_prefix!r}")
         check_checkpoint(str(pretrained))
         accelerator = Accelerator()
         self.accelerator = accelerator
@@ -141,6 +149,7 @@ class FGClipLlava(lmms):
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer) if self.score_yes_no else ([], [])
         self.scores_path = self._rank_path(scores_path) if scores_path else None
         self.loglikelihood_returns = loglikelihood_returns
+        self.share_prefix = str(share_prefix).lower() == "true"
         self.feature_cache = FeatureCache(max_items=int(feature_cache_size))
         # Stop on the export's own stop token (assemble writes the template's, e.g. <|im_end|>) and the tokenizer's eos.
         configured = self._model.generation_config.eos_token_id
@@ -247,6 +256,34 @@ class FGClipLlava(lmms):
         enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self._device), enc["attention_mask"].to(self._device)
 
+    def _token_rows(self, batch: list[PreparedRequest], texts: list[str],
+                    features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Unpadded token ids per request (the rows `_tokenize` pads), image placeholders expanded."""
+        expanded = [
+            expand_image_tokens(text, self.image_token, [features[k].shape[0] for k in req.image_keys])
+            for req, text in zip(batch, texts)
+        ]
+        return [torch.tensor(row, dtype=torch.long) for row in self.tokenizer(expanded)["input_ids"]]
+
+    def _generation_inputs(self, batch: list[PreparedRequest], features: dict[str, torch.Tensor],
+                           settings: GenerationSettings):
+        """Yield (requests, `generate` inputs) for the parts of a batch: shared-prefix parts carry a KV cache."""
+        parts = [Part(list(range(len(batch))))]
+        if self.share_prefix and settings.num_beams == 1:
+            ids = self._token_rows(batch, [r.prompt for r in batch], features)
+            parts = split_parts(ids, [tuple(r.image_keys) for r in batch], self.image_token_id)
+        for part in parts:
+            reqs = [batch[row] for row in part.rows]
+            if not part.prefix_len:
+                input_ids, mask = self._tokenize(reqs, [r.prompt for r in reqs], features)
+                yield reqs, {"inputs_embeds": self._embed(reqs, input_ids, features), "attention_mask": mask}
+                continue
+            rows = [ids[row] for row in part.rows]
+            padded, mask = pad_after_prefix(rows, part.prefix_len, self.tokenizer.pad_token_id, right=False)
+            embeds = self._embed(reqs, padded.to(self._device), features)
+            cache = shared_inputs(self._model, embeds, rows, [tuple(r.image_keys) for r in reqs], part.prefix_len)
+            yield reqs, {"inputs_embeds": embeds, "attention_mask": mask.to(self._device), **cache}
+
     def _embed(self, batch: list[PreparedRequest], input_ids: torch.Tensor,
                features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Input embeddings with the image features spliced in at the image-token positions."""
@@ -279,27 +316,26 @@ class FGClipLlava(lmms):
         for batch in self._batches(prepared, self.batch_size_per_gpu):
             settings = batch[0].settings
             features = self._features(batch)
-            input_ids, mask = self._tokenize(batch, [r.prompt for r in batch], features)
-            embeds = self._embed(batch, input_ids, features)
-            out = self._model.generate(
-                inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.eos_token_ids, return_dict_in_generate=True,
-                output_logits=self.score_yes_no, **settings.generate_kwargs(),
-            )
-            sequences = out.sequences  # only the new tokens: generation started from embeddings
-            texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
-            probs = self._first_step_probs(out.logits[0], settings.num_beams) if self.score_yes_no else None
-            for row, req in enumerate(batch):
-                raw = settings.truncate(texts[row]).strip()
-                answer = normalize_answer(raw, strict=self.strict_yes_no) if req.yes_no else raw
-                n_out = int((sequences[row] != self.tokenizer.pad_token_id).sum())
-                results[req.index] = GenerationResult(
-                    answer, TokenCounts(input_tokens=int(mask[row].sum()), output_tokens=n_out)
+            for part, inputs in self._generation_inputs(batch, features, settings):
+                out = self._model.generate(
+                    **inputs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_ids,
+                    return_dict_in_generate=True, output_logits=self.score_yes_no, **settings.generate_kwargs(),
                 )
-                if probs is not None:
-                    score = YesNoScore(req.task, req.split, req.doc_id, probs[row][0], probs[row][1], raw, answer)
-                    self.yes_no_scores[(req.task, req.split, req.doc_id)] = score
-                    new_scores.append(score)
+                sequences = out.sequences  # only the new tokens: generation started from embeddings
+                texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+                probs = self._first_step_probs(out.logits[0], settings.num_beams) if self.score_yes_no else None
+                mask = inputs["attention_mask"]
+                for row, req in enumerate(part):
+                    raw = settings.truncate(texts[row]).strip()
+                    answer = normalize_answer(raw, strict=self.strict_yes_no) if req.yes_no else raw
+                    n_out = int((sequences[row] != self.tokenizer.pad_token_id).sum())
+                    results[req.index] = GenerationResult(
+                        answer, TokenCounts(input_tokens=int(mask[row].sum()), output_tokens=n_out)
+                    )
+                    if probs is not None:
+                        score = YesNoScore(req.task, req.split, req.doc_id, probs[row][0], probs[row][1], raw, answer)
+                        self.yes_no_scores[(req.task, req.split, req.doc_id)] = score
+                        new_scores.append(score)
             pbar.update(len(batch))
         pbar.close()
         self._write_scores(new_scores)
@@ -321,25 +357,28 @@ class FGClipLlava(lmms):
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Per request: (summed NLL of the continuation after the chat prompt, is it the greedy continuation)."""
-        results = []
-        for index, request in enumerate(tqdm(requests, disable=self._rank != 0, desc="fgclip_llava loglikelihood")):
-            req = self._prepare(index, request, generation=False)
-            features = self._features([req])
-            ids, _ = self._tokenize([req], [req.prompt + req.continuation], features)
-            context_ids, _ = self._tokenize([req], [req.prompt], features)
-            n_context = context_ids.shape[1]
-            if not torch.equal(ids[:, :n_context], context_ids):  # a merge across the boundary: encode apart
-                cont = self.tokenizer(req.continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                ids = torch.cat([context_ids, cont.to(self._device)], dim=1)
-            if n_context >= ids.shape[1]:
-                raise ValueError(f"{req.task}/{req.doc_id}: empty continuation {req.continuation!r}")
-            embeds = self._embed([req], ids, features)
-            logits = self._model(inputs_embeds=embeds).logits[0, n_context - 1 : -1].float()
-            targets = ids[0, n_context:]
-            nll = -torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).sum().item()
-            greedy = bool((logits.argmax(-1) == targets).all())
-            results.append((nll if self.loglikelihood_returns == "nll" else -nll, greedy))
-        return results
+        prepared = [self._prepare(index, request, generation=False) for index, request in enumerate(requests)]
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="fgclip_llava loglikelihood")
+        for batch in self._batches(prepared, self.batch_size_per_gpu):
+            features = self._features(batch)
+            scored = [self._scoring_ids(req, features) for req in batch]
+            ids = [full for full, _ in scored]
+            parts = [Part(list(range(len(batch))))]
+            if self.share_prefix:  # the prefix stops before the last context token (its logits score the first target)
+                keep = [full.numel() - n_context + 1 for full, n_context in scored]
+                parts = split_parts(ids, [tuple(r.image_keys) for r in batch], self.image_token_id, keep)
+            for part in parts:
+                if part.prefix_len:
+                    rows = self._score_shared([batch[r] for r in part.rows], [scored[r] for r in part.rows],
+                                              part.prefix_len, features)
+                else:
+                    rows = [self._score_one(batch[r], *scored[r], features) for r in part.rows]
+                for row, (nll, greedy) in zip(part.rows, rows):
+                    results[batch[row].index] = (nll if self.loglikelihood_returns == "nll" else -nll, greedy)
+            pbar.update(len(batch))
+        pbar.close()
+        return results  # type: ignore[return-value]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         """lmms-eval declares this abstract; no task this plugin targets is multi-round, so such a task fails
