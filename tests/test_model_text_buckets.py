@@ -43,14 +43,16 @@ def test_buckets_partition_rows_at_multiples_of_eight():
 
 def test_bucket_merging_is_optimal():
     widths, counts = [8, 16, 24, 32, 40, 48], [50, 1, 30, 2, 2, 9]
-    for k in (1, 2, 3, 4):
-        chosen = _merge_widths(widths, counts, k)
-        assert len(chosen) <= k and chosen[-1] == widths[-1]
 
-        def cost(subset):
-            return sum(c * min(s for s in subset if s >= w) for w, c in zip(widths, counts))
-        best = min(cost(list(s) + [48]) for r in range(k) for s in itertools.combinations(widths[:-1], r))
-        assert cost(chosen) == best
+    def cost(subset, overhead):
+        return sum(c * min(s for s in subset if s >= w) for w, c in zip(widths, counts)) + overhead * len(subset)
+    for k, overhead in itertools.product((1, 2, 3, 4, 8), (0, 40, 400, 10**6)):
+        chosen = _merge_widths(widths, counts, k, overhead)
+        assert len(chosen) <= k and chosen[-1] == widths[-1] and chosen == sorted(chosen)
+        best = min(cost(list(s) + [48], overhead) for r in range(min(k, 6)) for s in
+                   itertools.combinations(widths[:-1], r))
+        assert cost(chosen, overhead) == best
+    assert _merge_widths(widths, counts, 8, 10**6) == [48]  # a huge per-call cost: one bucket
     first_eos = torch.tensor([3] * 50 + [50] * 9)
     assert [w for w, _ in length_buckets(first_eos, 64, 8, max_buckets=1)] == [56]
 

@@ -27,27 +27,29 @@ from .loading import load_any_checkpoint
 from .positions import stretch_positions
 
 
-def _merge_widths(widths: list[int], counts: list[int], max_buckets: int) -> list[int]:
-    """The at most `max_buckets` widths (a subset of `widths`, ascending) that minimise the padded tokens when each
-    row takes the narrowest chosen width >= its own (dynamic programming over contiguous runs; n <= 31 here)."""
+def _merge_widths(widths: list[int], counts: list[int], max_buckets: int, overhead: int = 0) -> list[int]:
+    """The widths to encode at (a subset of `widths`, ascending, the widest always kept): each row takes the
+    narrowest chosen width >= its own, and the choice minimises padded tokens + `overhead` tokens per bucket with at
+    most `max_buckets` buckets (dynamic programming over contiguous runs; n <= 31 here)."""
     n = len(widths)
-    if n <= max_buckets:
+    if n <= 1 or (overhead == 0 and n <= max_buckets):
         return widths
     prefix = [0]
     for c in counts:
         prefix.append(prefix[-1] + c)
     inf = float("inf")
-    # best[k][j]: least cost of covering widths[:j] with k buckets, the last ending at widths[j - 1]
-    best = [[inf] * (n + 1) for _ in range(max_buckets + 1)]
-    cut = [[0] * (n + 1) for _ in range(max_buckets + 1)]
+    limit = min(n, max_buckets)
+    # best[k][j]: least token cost of covering widths[:j] with k buckets, the last ending at widths[j - 1]
+    best = [[inf] * (n + 1) for _ in range(limit + 1)]
+    cut = [[0] * (n + 1) for _ in range(limit + 1)]
     best[0][0] = 0
-    for k in range(1, max_buckets + 1):
+    for k in range(1, limit + 1):
         for j in range(1, n + 1):
             for i in range(j):
                 cost = best[k - 1][i] + widths[j - 1] * (prefix[j] - prefix[i])
                 if cost < best[k][j]:
                     best[k][j], cut[k][j] = cost, i
-    k = min(range(1, max_buckets + 1), key=lambda m: best[m][n])
+    k = min(range(1, limit + 1), key=lambda m: (best[m][n] + overhead * m, m))
     chosen, j = [], n
     while j > 0:
         chosen.append(widths[j - 1])
@@ -55,17 +57,17 @@ def _merge_widths(widths: list[int], counts: list[int], max_buckets: int) -> lis
     return chosen[::-1]
 
 
-def length_buckets(first_eos: torch.Tensor, width: int, multiple: int,
-                   max_buckets: int = 8) -> list[tuple[int, torch.Tensor]]:
+def length_buckets(first_eos: torch.Tensor, width: int, multiple: int, max_buckets: int = 8,
+                   overhead: int = 0) -> list[tuple[int, torch.Tensor]]:
     """Rows grouped by true length (first eos + 1) rounded up to `multiple` (at most `width`): [(width, rows)].
 
-    At most `max_buckets` buckets (each extra encoder call costs kernel launches on a GPU); when there would be
-    more, neighbouring widths are merged where that pads the fewest tokens. Buckets come narrowest first and rows
-    keep their order inside a bucket. One host sync (the bucket sizes).
+    Neighbouring widths are merged where a separate encoder call would cost more than its padding saves: the
+    buckets minimise padded tokens + `overhead` tokens per bucket, at most `max_buckets` of them. Buckets come
+    narrowest first and rows keep their order inside a bucket. One host sync (the bucket sizes).
     """
     needed = ((first_eos + multiple) // multiple * multiple).clamp(max=width)
     values, counts = torch.unique(needed, return_counts=True)
-    widths = _merge_widths(values.tolist(), counts.tolist(), max_buckets)
+    widths = _merge_widths(values.tolist(), counts.tolist(), max_buckets, overhead)
     chosen = torch.tensor(widths, device=needed.device)
     index = torch.searchsorted(chosen, needed)  # the narrowest chosen width >= each row's own
     order = torch.argsort(index, stable=True)
@@ -109,6 +111,10 @@ class FGCLIPModel(CLIPPreTrainedModel):
     # an instance turns it off (the benchmarks' unbucketed baseline).
     TEXT_BUCKET_MULTIPLE = 8
     TEXT_MAX_BUCKETS = 8
+    # What one more encoder call costs, in padded tokens it must save to be worth it. CPU: small (measured: 2 to 8
+    # buckets on the long path cost the same there). CUDA: estimated, not measured: a call launches ~30 kernels per
+    # layer forward and backward (~3-4 ms for 12 layers), what a B/16 text tower spends on ~6k tokens on an H200.
+    TEXT_BUCKET_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 4096}
     bucket_texts = True
 
     def __init__(self, config: FGCLIPConfig):
@@ -178,21 +184,27 @@ class FGCLIPModel(CLIPPreTrainedModel):
                              "tokenise with the model's tokenizer, which appends it")
         first_eos = is_eos.int().argmax(-1)
         bucket = self.bucket_texts if bucket is None else bucket
+        embeddings = self.text_model.embeddings
         if not bucket or input_ids.shape[0] < 2:
-            return self._encode_text_at_width(input_ids, first_eos, walk_short_pos)
-        parts, rows = [], []
-        for width, members in length_buckets(first_eos, input_ids.shape[1], self.TEXT_BUCKET_MULTIPLE,
-                                                      self.TEXT_MAX_BUCKETS):
-            parts.append(self._encode_text_at_width(input_ids[members, :width], first_eos[members], walk_short_pos))
-            rows.append(members)
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat(parts)[torch.argsort(torch.cat(rows))]
+            return self._encode_embedded(embeddings(input_ids, walk_short_pos=walk_short_pos), first_eos)
+        overhead = self.TEXT_BUCKET_OVERHEAD_TOKENS.get(input_ids.device.type, 0)
+        buckets = length_buckets(first_eos, input_ids.shape[1], self.TEXT_BUCKET_MULTIPLE, self.TEXT_MAX_BUCKETS,
+                                 overhead)
+        if len(buckets) == 1:
+            width = buckets[0][0]
+            return self._encode_embedded(embeddings(input_ids[:, :width], walk_short_pos=walk_short_pos), first_eos)
+        # One embedding lookup for every row (rows sorted by bucket): an embedding's backward writes a dense
+        # vocab x width gradient, so one lookup per bucket would cost that much per bucket.
+        order = torch.cat([rows for _, rows in buckets])
+        embedded = embeddings(input_ids[order], walk_short_pos=walk_short_pos)
+        pieces = embedded.split([rows.numel() for _, rows in buckets])
+        parts = [self._encode_embedded(piece[:, :width], first_eos[rows])
+                 for (width, rows), piece in zip(buckets, pieces)]
+        return torch.cat(parts)[torch.argsort(order)]
 
-    def _encode_text_at_width(self, input_ids: torch.Tensor, first_eos: torch.Tensor,
-                              walk_short_pos: bool) -> torch.Tensor:
+    def _encode_embedded(self, hidden: torch.Tensor, first_eos: torch.Tensor) -> torch.Tensor:
+        """Causal text transformer + final layer norm over embedded tokens, pooled at each row's first eos."""
         text = self.text_model
-        hidden = text.embeddings(input_ids, walk_short_pos=walk_short_pos)
         mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=None, cache=None)
         hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
         hidden = text.final_layer_norm(hidden)
