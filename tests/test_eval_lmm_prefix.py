@@ -15,7 +15,7 @@ from test_eval_lmm_support import make_tiny_export, png
 
 import fgclip_lmm.eval.lmm.prefix as prefix_module
 from fgclip_lmm.eval.lmm.model import FGClipLlava
-from fgclip_lmm.eval.lmm.prefix import pad_after_prefix, prefix_length, split_parts
+from fgclip_lmm.eval.lmm.prefix import pad_after_prefix, prefix_length, split_parts, whole_image_batches
 
 PACKAGED = Path(prefix_module.__file__).parent / "tasks" / "synthetic"
 IMAGES = [Image.open(io.BytesIO(png(c, s))).convert("RGB") for c, s in (("red", "circle"), ("blue", "square"))]
@@ -54,6 +54,13 @@ def test_prefix_split_and_padding_layouts():
     assert middle.tolist() == [[1, 9, 5, 6], [1, 9, 0, 7]] and mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]
     right, _ = pad_after_prefix([t([1, 9, 5, 6]), t([1, 9, 7])], 2, 0, right=True)
     assert right.tolist() == [[1, 9, 5, 6], [1, 9, 7, 0]]
+
+
+def test_batches_keep_an_images_questions_together():
+    keys = [("a",)] * 6 + [("b",)] * 6 + [("c",)] * 20 + [("d",)] * 3
+    batches = whole_image_batches(list(range(len(keys))), keys, 16)
+    assert [len(b) for b in batches] == [12, 16, 4 + 3]  # a+b; c fills a batch, its rest goes with d
+    assert sum(batches, []) == list(range(len(keys)))
 
 
 def _run_packaged(lm: FGClipLlava) -> dict:

@@ -40,7 +40,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
-from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts
+from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts, whole_image_batches
 from fgclip_lmm.eval.lmm.requests import (
     GenerationSettings,
     PreparedRequest,
@@ -295,15 +295,19 @@ class FGClipLlava(ContinuationScoring, lmms):
         return embeds
 
     @staticmethod
-    def _batches(prepared: list[PreparedRequest], size: int) -> list[list[PreparedRequest]]:
-        """Group by generation settings, order by image then prompt length, cut into batches of `size`."""
+    def _batches(prepared: list[PreparedRequest], size: int, whole_images: bool = False) -> list[list[PreparedRequest]]:
+        """Group by generation settings, order by image then prompt length, cut into batches of at most `size`
+        (with `whole_images`, an image's requests are not split between batches unless they exceed `size`)."""
         groups: dict[str, list[PreparedRequest]] = {}
         for req in prepared:
             groups.setdefault(req.settings.group_key(), []).append(req)
         batches = []
         for group in groups.values():
             group.sort(key=lambda r: (r.image_keys[:1], -len(r.prompt), r.index))
-            batches += [group[i : i + size] for i in range(0, len(group), size)]
+            if whole_images:
+                batches += whole_image_batches(group, [tuple(r.image_keys) for r in group], size)
+            else:
+                batches += [group[i : i + size] for i in range(0, len(group), size)]
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
@@ -313,7 +317,7 @@ class FGClipLlava(ContinuationScoring, lmms):
         results: list[GenerationResult | None] = [None] * len(requests)
         new_scores: list[YesNoScore] = []
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="fgclip_llava generate")
-        for batch in self._batches(prepared, self.batch_size_per_gpu):
+        for batch in self._batches(prepared, self.batch_size_per_gpu, whole_images=self.share_prefix):
             settings = batch[0].settings
             features = self._features(batch)
             for part, inputs in self._generation_inputs(batch, features, settings):
@@ -360,7 +364,7 @@ class FGClipLlava(ContinuationScoring, lmms):
         prepared = [self._prepare(index, request, generation=False) for index, request in enumerate(requests)]
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="fgclip_llava loglikelihood")
-        for batch in self._batches(prepared, self.batch_size_per_gpu):
+        for batch in self._batches(prepared, self.batch_size_per_gpu, whole_images=self.share_prefix):
             features = self._features(batch)
             scored = [self._scoring_ids(req, features) for req in batch]
             ids = [full for full, _ in scored]

@@ -3,8 +3,9 @@ question on that image from a copy of its KV cache.
 
 POPE asks 6 questions per image per split and MME 2, and every question's prompt is identical up to and including
 the image block (the chat template's system text, the user role, the 576 image tokens of a 336 px tower) before
-its ~20 question tokens. `FGClipLlava` batches an image's questions together; this module lets such a batch run
-the language model over each distinct prefix once:
+its ~20 question tokens. `FGClipLlava` batches an image's questions together (`whole_image_batches`: an image's
+requests stay in one batch when they fit); this module lets such a batch run the language model over each
+distinct prefix once:
 
 1. `split_parts`: each row's prefix is its tokens up to and including the last image token (at least one token
    is left after it). Rows with the same prefix length are one part; a part whose rows all have different
@@ -42,6 +43,31 @@ class Part:
 
     rows: list[int]
     prefix_len: int = 0
+
+
+def whole_image_batches(ordered: list[Any], image_keys: list[tuple[str, ...]], size: int) -> list[list[Any]]:
+    """Cut `ordered` (sorted so that an image's requests are adjacent) into batches of at most `size` that keep
+    each image's requests together, so each image's prefix is prefilled once; an image with more than `size`
+    requests fills whole batches first."""
+    batches: list[list[Any]] = []
+    current: list[Any] = []
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end < len(ordered) and image_keys[end] == image_keys[start]:
+            end += 1
+        same = ordered[start:end]
+        if current and len(current) + len(same) > size:
+            batches.append(current)
+            current = []
+        while len(same) > size:
+            batches.append(same[:size])
+            same = same[size:]
+        current += same
+        start = end
+    if current:
+        batches.append(current)
+    return batches
 
 
 def prefix_length(ids: torch.Tensor, image_token_id: int, keep_after: int = 1) -> int:
