@@ -1,6 +1,7 @@
 """fgclip-lmm: FG-CLIP fine-grained vision backbones for LLaVA-style LMMs.
 
-`import fgclip_lmm` registers `AutoConfig` / `AutoModel` for `model_type: fgclip`, as Hugging Face users expect.
+`import fgclip_lmm` registers `AutoConfig` / `AutoModel` for `model_type: fgclip` and `fgclip2`, as Hugging Face
+users expect.
 """
 import os
 import sys

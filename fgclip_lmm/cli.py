@@ -1,11 +1,17 @@
 """The `fgclip-lmm` command: a thin dispatcher to each job's own `main(argv)`.
 
 Subcommands are imported lazily so that `fgclip-lmm synth` does not pay for DeepSpeed or lmms-eval imports.
+Every subcommand runs under `errors.run_command`: bad data, configs, checkpoints and command-line values print
+one line naming the file, record and field (exit status 2); `--debug` (anywhere on the command line) or
+`FGCLIP_DEBUG=1` adds the traceback.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from fgclip_lmm.errors import DEBUG_ENV, debug_requested, run_command
 
 # name -> (module, one-line help). Every module exposes `main(argv: list[str]) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,13 +30,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: fgclip-lmm COMMAND [options]", "", "commands:"]
+    lines = ["usage: fgclip-lmm [--debug] COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Bad input prints one line and exits 2; --debug (or FGCLIP_DEBUG=1) shows the traceback."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    if debug:  # the subcommand's own guard, its DataLoader workers and launched ranks see it too
+        os.environ[DEBUG_ENV] = "1"
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0
@@ -38,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"fgclip-lmm: unknown command {name!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_command(name, lambda args: importlib.import_module(COMMANDS[name][0]).main(args), rest)
 
 
 if __name__ == "__main__":

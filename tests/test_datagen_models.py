@@ -55,8 +55,9 @@ def test_recaption_with_a_tiny_llava_export(world, tmp_path) -> None:
 def test_random_llava_output_is_rejected_and_never_written(world, tmp_path) -> None:
     model = write_tiny_llava(tmp_path / "random")
     out = tmp_path / "cap.json"
+    # every image rejected: the files and the report are written, and the run fails (an empty dataset is no success)
     assert main(["recaption", "--images", str(world.images), "--out", str(out), "--model", str(model),
-                 "--max-new-tokens", "12", "--max-retries", "1", "--batch-size", "6", "--no-progress"]) == 0
+                 "--max-new-tokens", "12", "--max-retries", "1", "--batch-size", "6", "--no-progress"]) == 2
     assert json.loads(out.read_text()) == []
     stats = _stats(out)
     assert stats["ok"] == 0 and sum(stats["rejected"].values()) == world.num_images

@@ -20,6 +20,7 @@ from fgclip_lmm.datagen.ground import GroundConfig, run_ground
 from fgclip_lmm.datagen.negatives import NegativesConfig, run_negatives
 from fgclip_lmm.datagen.recaption import RecaptionConfig, run_recaption
 from fgclip_lmm.datagen.runner import Shard, merge, parts_dir
+from fgclip_lmm.errors import InputError
 
 LONG = ("The image shows a large red circle with stripes in the top left corner and a small blue square "
         "with dots at the bottom, drawn on a plain light gray background, picture {tag}.")
@@ -138,7 +139,7 @@ def test_ranks_take_strided_slices_and_the_last_one_merges(world, tmp_path, monk
     first = run_recaption(config, FakeCaptioner(world.images), shard=Shard(0, 2))
     assert not first.merged and first.processed == (world.num_images + 1) // 2
     assert not (tmp_path / "two.json").exists()
-    with pytest.raises(RuntimeError, match="unfinished"):
+    with pytest.raises(InputError, match="unfinished"):
         merge(tmp_path / "two.json")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -225,7 +225,7 @@ class ScriptedEncoder:
     def vec(self, text: str) -> torch.Tensor:
         return torch.eye(64)[self.vocab.setdefault(text, len(self.vocab))]
 
-    def text_features(self, texts, long, field_name):
+    def text_features(self, texts, long, field_name, region=False):
         self.text_calls.append((field_name, long, list(texts)))
         return torch.stack([self.vec(t) for t in texts])
 

@@ -13,7 +13,13 @@ from transformers import AutoTokenizer, LlavaImageProcessor, LlavaProcessor
 from fgclip_lmm.data.llava_json import LlavaConfig, LlavaJsonDataset
 from fgclip_lmm.data.tokenizers import train_llm_tokenizer
 from fgclip_lmm.lmm.assemble import add_lmm_tokens
-from fgclip_lmm.lmm.dataset import LmmCollator, LmmSupervisedDataset, dummy_pixel_values, image_seq_length
+from fgclip_lmm.lmm.dataset import (
+    LmmCollator,
+    LmmSupervisedDataset,
+    NoUsableSampleError,
+    dummy_pixel_values,
+    image_seq_length,
+)
 from fgclip_lmm.lmm.encode import IGNORE_INDEX
 from fgclip_lmm.lmm.grouping import GroupedBatchSampler, grouped_batches
 from fgclip_lmm.lmm.tiny import DEFAULT_TEXTS
@@ -80,6 +86,25 @@ def test_dataset_error_policy_and_counted_skip(processor, tmp_path):
         processor, "vicuna_v1", model_max_length=200)
     assert lenient[2]["id"] == "img"  # replaced by the next good sample
     assert lenient[2]["id"] == "img" and lenient.skipped == {"no_target": 1}  # counted once
+
+
+def test_dataset_counts_cut_conversations_once_and_names_an_unusable_set(processor, tmp_path):
+    data = _records(tmp_path)
+    records = json.loads(data.read_text())
+    records[0]["conversations"][1]["value"] = "red " * 30  # the answer runs past model_max_length
+    data.write_text(json.dumps(records))
+
+    def dataset(template, max_length):
+        reader = LlavaJsonDataset(LlavaConfig(data_path=str(data), image_root=str(tmp_path), on_bad_record="skip"))
+        return LmmSupervisedDataset(reader, processor, template, model_max_length=max_length)
+
+    plain = dataset("plain", 12)
+    assert plain[0]["id"] == "img" and len(plain[0]["input_ids"]) == 12 and plain[1]["id"] == "text"
+    assert plain.truncated == {"conversations": 1} and plain.skipped == {}  # the same sample counted once
+    unusable = dataset("vicuna_v1", 20)  # the system prompt alone fills 20 tokens
+    with pytest.raises(NoUsableSampleError, match="none of the 3 samples can be encoded"):
+        unusable[0]
+    assert unusable.skipped == {"too_long": 2, "no_target": 1}
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

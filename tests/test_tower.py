@@ -28,10 +28,10 @@ def dirs(tmp_path_factory):
 
 
 def test_registry_has_exact_keys_and_unknown_type_lists_them(dirs):
-    assert set(TOWERS) == {"fgclip", "clip", "siglip", "hf"}
-    with pytest.raises(ValueError, match="unknown tower type 'CLIP'; known: clip, fgclip, hf, siglip"):
+    assert set(TOWERS) == {"fgclip", "fgclip2", "clip", "siglip", "hf"}
+    with pytest.raises(ValueError, match="unknown tower type 'CLIP'; known: clip, fgclip, fgclip2, hf, siglip"):
         build_tower(TowerConfig(type="CLIP", path=dirs.clip))
-    with pytest.raises(ValueError, match="must be TYPE:PATH with TYPE in clip, fgclip, hf, siglip"):
+    with pytest.raises(ValueError, match="must be TYPE:PATH with TYPE in clip, fgclip, fgclip2, hf, siglip"):
         parse_tower_spec("openai/clip-vit-large-patch14")  # no TYPE: prefix
     assert parse_tower_spec("fgclip:/a:b/c") == ("fgclip", "/a:b/c")
 

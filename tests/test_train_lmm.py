@@ -14,7 +14,8 @@ from fgclip_lmm.lmm.tiny import write_tiny_llm
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+       "FGCLIP_TEST_MARKERS": "1"}  # FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM lines
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,18 @@ def setup(tmp_path_factory):
     return {"root": root, "images": world["images"], "data": root / "llava.json", "assembled": root / "assembled"}
 
 
-def run(setup, out, *extra):
+def run_proc(setup, out, *extra, env=ENV):
     argv = [sys.executable, "-m", "fgclip_lmm.cli", "train-lmm", "--model", str(setup["assembled"]),
             "--data_path", str(setup["data"]), "--image_root", str(setup["images"]), "--micro_batch_size", "2",
             "--num_workers", "0", "--precision", "fp32", "--log_every", "1", "--model_max_length", "256",
             "--deepspeed_config", "none", "--output_dir", str(out), *extra]
-    proc = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "FGCLIP_TRAIN_DONE" in proc.stdout, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def run(setup, out, *extra):
+    run_proc(setup, out, *extra)
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -85,9 +91,32 @@ def test_sigkill_and_resume_continue_the_same_trajectory(setup, tmp_path):
     killed = subprocess.run(argv, env={**ENV, "FGCLIP_FAULT_KILL_AT_STEP": "3"}, cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     assert killed.returncode == -9
-    resumed = run(setup, tmp_path / "cut", *common, "--resume", "auto")
-    assert [m["step"] for m in resumed][-2:] == [3, 4]
+    proc = run_proc(setup, tmp_path / "cut", *common, "--resume", "auto")
+    checkpoint = tmp_path / "cut" / "checkpoints" / "step_00000002"
+    assert f"resumed from {checkpoint} (step 2)" in proc.stdout + proc.stderr
+    resumed = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in resumed] == [1, 2, 3, 4]  # the killed run's step 3 was dropped, not repeated
     reference = {m["step"]: m for m in full}
     for m in resumed[-2:]:
         assert m["loss"] == pytest.approx(reference[m["step"]]["loss"], rel=1e-5), m["step"]
         assert m["lr"] == pytest.approx(reference[m["step"]]["lr"], rel=1e-9)
+
+
+def test_bad_records_and_truncated_answers_are_reported(setup, tmp_path):
+    image = next(p.name for p in sorted(setup["images"].iterdir()))
+    ask = {"from": "human", "value": "<image>\nDescribe it."}
+    records = [{"id": "ok", "image": image, "conversations": [ask, {"from": "gpt", "value": "a red square"}]},
+               {"id": "long", "image": image, "conversations": [ask, {"from": "gpt", "value": "red " * 400}]},
+               {"id": "gone", "image": "no_such_image.png", "conversations": [ask, {"from": "gpt", "value": "x"}]}]
+    data = tmp_path / "llava.json"
+    data.write_text(json.dumps(records))
+    proc = run_proc({**setup, "data": data}, tmp_path / "out", "--stage", "align", "--max_steps", "2",
+                    "--micro_batch_size", "1", "--group_by_modality_length", "false", "--zero_stage", "2")
+    console = proc.stdout + proc.stderr
+    assert "2 samples on 1 rank(s)" in console and "train-lmm align finished: step 2" in console
+    assert "bad records skipped: 1" in console and "missing_image: 1" in console
+    assert f"{data} record 2, field 'image'" in console
+    assert "texts truncated: 1" in console and "conversations: 1" in console
+    report = json.loads((tmp_path / "out" / "bad_records.json").read_text())
+    assert report["skipped"] == {"missing_image": 1} and report["truncated"] == {"conversations": 1}
+    assert report["counted_on"] == "the only rank"

@@ -2,18 +2,24 @@
 
 `error` raises `BadRecordError` naming the file, the record index and the field. `skip` counts the record under
 its reason and carries on; `BadRecordReport` holds the counts (plus the first few messages per reason) for the
-trainer to print at the end of a run. Counts live in shared memory, so records skipped lazily inside DataLoader
-worker processes (corrupt images, over-long captions) are counted in the parent's report too.
+job to print at the end of a run (and before any "nothing left" error) and to write as JSON (`write_json`).
+Counts live in shared memory, so records skipped lazily inside DataLoader worker processes (corrupt images,
+over-long captions) are counted in the parent's report too.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from enum import Enum
+from pathlib import Path
 from typing import Literal
 
 import torch
+
+from fgclip_lmm.errors import FGClipError
 
 OnBadRecord = Literal["error", "skip"]
 
@@ -22,7 +28,9 @@ class BadReason(str, Enum):
     """Every class of bad record the readers detect."""
 
     MISSING_IMAGE = "missing_image"
+    PATH_OUTSIDE_ROOT = "path_outside_root"  # absolute or `..` image path, without allow_paths_outside_root
     CORRUPT_IMAGE = "corrupt_image"
+    IMAGE_TOO_LARGE = "image_too_large"  # above the pixel budget (max_image_pixels, default 50 MP)
     MISSING_FIELD = "missing_field"
     BOX_OUT_OF_RANGE = "box_out_of_range"
     BOX_DEGENERATE = "box_degenerate"  # x1 > x2, y1 > y2 or zero area
@@ -30,12 +38,13 @@ class BadReason(str, Enum):
     EMPTY_CAPTION = "empty_caption"
     INVALID_JSON = "invalid_json"
     INVALID_UTF8 = "invalid_utf8"
+    EMPTY_FILE = "empty_file"  # a record file with no records at all (0 bytes, whitespace, `[]`)
 
 
 REASONS: tuple[BadReason, ...] = tuple(BadReason)
 
 
-class BadRecordError(ValueError):
+class BadRecordError(FGClipError, ValueError):
     """A bad record under `on_bad_record: error`; the message names file, record index and field."""
 
     def __init__(self, reason: BadReason, source: str, index: int | None, field: str | None, detail: str):
@@ -101,6 +110,23 @@ class BadRecordReport:
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
 
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data: totals, counts per reason, example messages, truncations per field."""
+        return {"total_skipped": self.total_skipped, "skipped": dict(sorted(self.skipped.items())),
+                "examples": {k: list(v) for k, v in sorted(self.examples.items())},
+                "total_truncated": sum(self.truncated.values()), "truncated": dict(sorted(self.truncated.items()))}
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    def one_line(self) -> str:
+        """`3 bad records skipped (missing_image 2, path_outside_root 1)`, for one-line error messages."""
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items()))
+        return f"{self.total_skipped} bad records skipped" + (f" ({reasons})" if reasons else "")
+
     def summary(self) -> str:
         """Human-readable end-of-run report (one line per non-zero counter)."""
         lines = [f"bad records skipped: {self.total_skipped}"]
@@ -119,6 +145,7 @@ class BadRecordPolicy:
 
     on_bad_record: OnBadRecord = "error"
     report: BadRecordReport | None = None
+    last_message: str | None = dataclass_field(default=None, init=False, repr=False)  # the latest rejection
 
     def __post_init__(self) -> None:
         if self.on_bad_record not in ("error", "skip"):
@@ -129,6 +156,7 @@ class BadRecordPolicy:
     def reject(self, reason: BadReason, source: str, index: int | None, field: str | None, detail: str) -> None:
         """Raise under `error`; count under `skip`. Callers drop the record after this returns."""
         error = BadRecordError(reason, str(source), index, field, detail)
+        self.last_message = str(error)
         if self.on_bad_record == "error":
             raise error
         self.report.count_skip(error)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy, OnBadRecord
-from fgclip_lmm.data.base import ImageRecordDataset, require_text, resolve_image_path
+from fgclip_lmm.data.base import ImageRecordDataset, require_text, resolve_record_image
 from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
 
@@ -41,6 +41,8 @@ class FineHardConfig:
     image_size: int = 224
     on_bad_record: OnBadRecord = "error"
     check_image_paths: bool = True  # eager os.stat per record; turn off for remote or huge image stores
+    allow_paths_outside_root: bool = False  # absolute / `..` f_path values are bad records unless true
+    max_image_pixels: int | None = None  # pixel budget (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP; 0 = no limit)
     seed: int = 0
 
 
@@ -75,8 +77,8 @@ def parse_finehard_record(
     if not isinstance(boxes_raw, list):
         policy.reject(BadReason.MISSING_FIELD, source, index, "bbox_info", "expected a list of boxes")
         return None
-    image_path = resolve_image_path(f_path, config.image_root, config.strip_prefixes)
-    if config.check_image_paths and not ImageRecordDataset.check_exists(image_path, policy, source, index, "f_path"):
+    image_path = resolve_record_image(f_path, config, policy, source, index, "f_path")
+    if image_path is None:
         return None
     parsed = [
         _parse_box(box, f"bbox_info[{j}]", source, index, config.num_hard_negatives, policy)
@@ -182,7 +184,8 @@ class FineHardDataset(ImageRecordDataset):
 
     def __init__(self, config: FineHardConfig, policy: BadRecordPolicy | None = None):
         policy = policy or BadRecordPolicy(config.on_bad_record)
-        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size)), policy)
+        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size, max_pixels=config.max_image_pixels)),
+                         policy)
         self.config = config
         self.epoch = 0
         for path in resolve_data_files(config.data_path):

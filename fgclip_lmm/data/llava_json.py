@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy, OnBadRecord
-from fgclip_lmm.data.base import ImageRecordDataset, resolve_image_path
+from fgclip_lmm.data.base import ImageRecordDataset, resolve_record_image
 from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
 
@@ -31,6 +31,8 @@ class LlavaConfig:
     image_size: int = 336
     on_bad_record: OnBadRecord = "error"
     check_image_paths: bool = True
+    allow_paths_outside_root: bool = False  # absolute / `..` image values are bad records unless true
+    max_image_pixels: int | None = None  # pixel budget (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP; 0 = no limit)
 
 
 @dataclass
@@ -84,8 +86,8 @@ def parse_llava_record(
         return None
     path = None
     if image is not None:
-        path = resolve_image_path(image, config.image_root, config.strip_prefixes)
-        if config.check_image_paths and not ImageRecordDataset.check_exists(path, policy, source, index, "image"):
+        path = resolve_record_image(image, config, policy, source, index, "image")
+        if path is None:
             return None
     conversations = [{"from": turn["from"], "value": turn["value"]} for turn in turns]
     return LlavaRecord(source, index, str(raw["id"]), path, conversations)
@@ -106,7 +108,8 @@ class LlavaJsonDataset(ImageRecordDataset):
 
     def __init__(self, config: LlavaConfig, policy: BadRecordPolicy | None = None):
         policy = policy or BadRecordPolicy(config.on_bad_record)
-        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size)), policy)
+        super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size, max_pixels=config.max_image_pixels)),
+                         policy)
         self.config = config
         for path in resolve_data_files(config.data_path):
             for index, raw in read_records(path, policy):

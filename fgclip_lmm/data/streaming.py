@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
-from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor
+from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor, ImageTooLargeError
 from fgclip_lmm.data.records_io import resolve_data_files, stream_records
 
 
@@ -66,6 +66,9 @@ class RecordStream(IterableDataset):
                         f"image not found: {record.image_path}",
                     )
                     continue
+                except ImageTooLargeError as error:
+                    self.policy.reject(BadReason.IMAGE_TOO_LARGE, source, index, record.image_field, str(error))
+                    continue
                 except Exception as error:  # noqa: BLE001 - any decoder failure is a corrupt image
                     self.policy.reject(
                         BadReason.CORRUPT_IMAGE,
@@ -84,7 +87,7 @@ def _stream(config, parse, to_sample, policy, seed, rank, world_size) -> RecordS
         config.data_path,
         functools.partial(parse, config=config),
         to_sample,
-        ImagePreprocessor(ImageConfig(size=config.image_size)),
+        ImagePreprocessor(ImageConfig(size=config.image_size, max_pixels=config.max_image_pixels)),
         policy,
         seed,
         rank,

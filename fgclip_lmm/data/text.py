@@ -13,13 +13,15 @@ from typing import Literal
 
 import torch
 
+from fgclip_lmm.errors import FGClipError
+
 Truncation = Literal["error", "truncate"]
 
 # Width of an empty text batch: bos + eos, so a consumer that still runs the encoder gets valid pooling.
 EMPTY_WIDTH = 2
 
 
-class TextTooLongError(ValueError):
+class TextTooLongError(FGClipError, ValueError):
     """A text exceeds its token budget under `truncation: error`."""
 
 

@@ -40,6 +40,7 @@ class CheckConfig:
     short_caption_prefix: str = "a photo of "
     out: str | None = None  # also write the report here (JSON)
     batch: int = 1024  # texts per tokenizer call
+    allow_paths_outside_root: bool = False  # absolute / `..` f_path values are rejected unless true
 
 
 def _summary(hist: Counter, limit: int) -> dict:
@@ -97,7 +98,8 @@ def check(config: CheckConfig) -> dict:
     parse_config = FineHardConfig(data_path=config.data, image_root=config.image_root, strip_prefixes=STRIP_PREFIXES,
                                   max_boxes=1 << 30, num_hard_negatives=config.num_negatives,
                                   short_caption_prefix=config.short_caption_prefix, on_bad_record="skip",
-                                  check_image_paths=config.image_root is not None)
+                                  check_image_paths=config.image_root is not None,
+                                  allow_paths_outside_root=config.allow_paths_outside_root)
     lengths = _Lengths(config.tokenizer, config.batch)
     files = resolve_data_files(config.data)
     read = valid = 0

@@ -8,16 +8,17 @@
 
 Every step resumes where it stopped (finished items are skipped), shows a progress bar, and shards over the
 processes of `torchrun` / `accelerate launch` (RANK / WORLD_SIZE). Prompts accept `@path` to read a file.
-Exit status: 0 done (or this rank done, others pending), 2 bad arguments or input.
+Exit status: 0 done (or this rank done, others pending), 2 bad arguments or input (one line; --debug for the
+traceback).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from fgclip_lmm.data.bad_records import BadRecordError
+from fgclip_lmm.datagen.runner import stats_path
+from fgclip_lmm.errors import InputError, run_command
 
 STEPS = ("recaption", "ground", "negatives", "check", "merge")
 
@@ -35,6 +36,11 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
                         help="bad input records / images: count and skip (default), or stop")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier progress for --out (one process)")
+    parser.add_argument("--allow-paths-outside-root", action="store_true",
+                        help="read f_path values that are absolute or leave --images (default: bad record)")
+    parser.add_argument("--max-image-pixels", type=int, default=None,
+                        help="larger images are the bad record image_too_large (default 50 MP or "
+                             "$FGCLIP_MAX_IMAGE_PIXELS; 0 = no limit)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--short-caption-prefix", default="a photo of ", help="prepended to short captions, as in training")
     chk.add_argument("--out", default=None, help="also write the report as JSON")
     chk.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
+    chk.add_argument("--allow-paths-outside-root", action="store_true",
+                     help="accept f_path values that are absolute or leave --images (default: rejected)")
 
     mrg = steps.add_parser("merge", help="write OUT.json from every rank's progress")
     mrg.add_argument("--out", required=True)
@@ -109,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_kwargs(args) -> dict:
     return {"out": args.out, "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-            "on_bad_record": args.on_bad_record, "progress": not args.no_progress, "overwrite": args.overwrite}
+            "on_bad_record": args.on_bad_record, "progress": not args.no_progress, "overwrite": args.overwrite,
+            "allow_paths_outside_root": args.allow_paths_outside_root, "max_image_pixels": args.max_image_pixels}
 
 
 def _dispatch(args):
@@ -140,30 +149,40 @@ def _dispatch(args):
 
 
 def _print_stats(stats: dict, out: str) -> None:
+    """The end-of-run report: items kept, rejections per reason with their first messages, the counters."""
     print(f"wrote {out}: {stats['ok']} of {stats['items']} items; rejected {stats['rejected'] or 'none'}")
+    for reason, examples in stats.get("examples", {}).items():
+        print(f"  {reason}: {stats['rejected'][reason]}")
+        for example in examples:
+            print(f"    e.g. {example}")
     print("counts: " + json.dumps(stats["counts"]))
+    if stats["items"] and not stats["ok"]:  # an empty dataset is never a success
+        raise InputError(f"nothing left: every one of the {stats['items']} items was rejected "
+                         f"({', '.join(f'{k} {v}' for k, v in stats['rejected'].items())}); "
+                         f"report in {stats_path(out)}")
 
 
 def main(argv: list[str]) -> int:
+    return run_command("datagen", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.step == "check":
-            from fgclip_lmm.datagen.check import CheckConfig, check, format_report
+    if args.step == "check":
+        from fgclip_lmm.datagen.check import CheckConfig, check, format_report
 
-            report = check(CheckConfig(data=args.data, tokenizer=args.tokenizer, image_root=args.images,
-                                       num_negatives=args.num_negatives, max_anns=args.max_anns,
-                                       short_caption_prefix=args.short_caption_prefix, out=args.out))
-            print(json.dumps(report, indent=2) if args.json else format_report(report))
-            return 0
-        if args.step == "merge":
-            from fgclip_lmm.datagen.runner import merge
+        report = check(CheckConfig(data=args.data, tokenizer=args.tokenizer, image_root=args.images,
+                                   num_negatives=args.num_negatives, max_anns=args.max_anns,
+                                   short_caption_prefix=args.short_caption_prefix, out=args.out,
+                                   allow_paths_outside_root=args.allow_paths_outside_root))
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 0
+    if args.step == "merge":
+        from fgclip_lmm.datagen.runner import merge
 
-            _print_stats(merge(args.out), args.out)
-            return 0
-        result = _dispatch(args)
-    except (ValueError, FileNotFoundError, RuntimeError, BadRecordError) as error:
-        print(f"fgclip-lmm datagen {args.step}: {error}", file=sys.stderr)
-        return 2
+        _print_stats(merge(args.out), args.out)
+        return 0
+    result = _dispatch(args)
     print(f"{args.step}: {result.processed} items in {result.seconds:.1f} s ({result.items_per_second:.2f} items/s)")
     if result.merged:
         _print_stats(result.stats, args.out)

@@ -23,6 +23,7 @@ from torchvision.ops import nms
 
 from fgclip_lmm.datagen.hf_models import load_model
 from fgclip_lmm.datagen.lexicon import tokenize
+from fgclip_lmm.errors import CheckpointError
 
 OWL_TYPES = ("owlv2", "owlvit")
 GDINO_TYPES = ("grounding-dino", "mm-grounding-dino")
@@ -86,8 +87,8 @@ class OpenVocabDetector:
         self.model, self.device = load_model(AutoModelForZeroShotObjectDetection, model_id, device, dtype)
         self.kind = self.model.config.model_type
         if self.kind not in OWL_TYPES + GDINO_TYPES:
-            raise ValueError(f"{model_id}: model type {self.kind!r} is not supported; use OWLv2 / OWL-ViT "
-                             f"({', '.join(OWL_TYPES)}) or Grounding DINO ({', '.join(GDINO_TYPES)})")
+            raise CheckpointError(f"{model_id}: model type {self.kind!r} is not supported; use OWLv2 / OWL-ViT "
+                                  f"({', '.join(OWL_TYPES)}) or Grounding DINO ({', '.join(GDINO_TYPES)})")
         self.text_threshold = text_threshold
 
     @torch.inference_mode()

@@ -19,9 +19,18 @@ from dataclasses import dataclass
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.detector import SelectConfig, select_boxes
 from fgclip_lmm.datagen.hf_models import GenerationOptions
-from fgclip_lmm.datagen.inputs import finehard_items, load_images
+from fgclip_lmm.datagen.inputs import ImageFailure, finehard_items, load_images
 from fgclip_lmm.datagen.phrases import Phrase, chunk_phrases, llm_phrases
-from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import (
+    Outcome,
+    RunResult,
+    Shard,
+    StepSettings,
+    WorkItem,
+    lazy,
+    run_step,
+)
+from fgclip_lmm.errors import InputError
 
 PHRASE_PROMPT = (
     "List the distinct physical objects described in the caption below as short noun phrases copied word for word "
@@ -53,11 +62,11 @@ class GroundConfig(StepSettings):
 
     def __post_init__(self) -> None:
         if self.phrases not in ("rules", "llm"):
-            raise ValueError(f"phrases must be 'rules' or 'llm', got {self.phrases!r}")
+            raise InputError(f"phrases must be 'rules' or 'llm', got {self.phrases!r}")
         if not 0.0 <= self.threshold < 1.0 or not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1) and nms_iou in (0, 1], got {self.threshold}, {self.nms_iou}")
+            raise InputError(f"threshold must be in [0, 1) and nms_iou in (0, 1], got {self.threshold}, {self.nms_iou}")
         if self.max_boxes < 1 or self.max_boxes_per_phrase < 1 or self.max_phrases < 1:
-            raise ValueError("max_boxes, max_boxes_per_phrase and max_phrases must be >= 1")
+            raise InputError("max_boxes, max_boxes_per_phrase and max_phrases must be >= 1")
 
     @property
     def select(self) -> SelectConfig:
@@ -99,20 +108,21 @@ def make_batch_fn(config: GroundConfig, detect: Callable[[], DetectFn], chat: Ca
         counts = [{} for _ in batch]
         phrases = extract_phrases([item.data["caption"] for item in batch], config, chat, counts)
         need = [i for i, p in enumerate(phrases) if p]
-        loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input)
+        loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input,
+                             config.allow_paths_outside_root, config.max_image_pixels)
         found: dict[int, list] = {}
-        usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, str)]
+        usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, ImageFailure)]
         if usable:
             detections = detect()([image for _, image in usable], [[p.short for p in phrases[i]] for i, _ in usable])
             for (i, _), det in zip(usable, detections):
                 found[i] = select_boxes(det["boxes"], det["scores"], det["labels"], len(phrases[i]), config.select)
-        failed = {i: image for i, image in zip(need, loaded) if isinstance(image, str)}
+        failed = {i: image for i, image in zip(need, loaded) if isinstance(image, ImageFailure)}
         outcomes = []
         for i, item in enumerate(batch):
             count = counts[i]
             count["phrases"] = len(phrases[i])
             if i in failed:
-                outcomes.append(Outcome.rejected(failed[i], count))
+                outcomes.append(Outcome.rejected(failed[i].reason, count, failed[i].detail))
                 continue
             boxes = found.get(i, [])
             count["boxes"] = len(boxes)
@@ -133,11 +143,12 @@ def run_ground(config: GroundConfig, detect: DetectFn | None = None, chat: ChatF
                shard: Shard | None = None) -> RunResult:
     """Run the step; `detect` / `chat` replace the HF detector / phrase LLM (tests, custom backends)."""
     if detect is None and not config.detector:
-        raise ValueError("ground needs --detector (an OWLv2 / OWL-ViT / Grounding DINO checkpoint)")
+        raise InputError("ground needs --detector (an OWLv2 / OWL-ViT / Grounding DINO checkpoint)")
     if config.phrases == "llm" and chat is None and not config.phrase_model:
-        raise ValueError("--phrases llm needs --phrase-model (a chat LLM checkpoint)")
+        raise InputError("--phrases llm needs --phrase-model (a chat LLM checkpoint)")
     policy = BadRecordPolicy(config.on_bad_record)
-    items = finehard_items(config.input, policy, config.image_root, mode="ground")
+    items = finehard_items(config.input, policy, config.image_root, mode="ground",
+                           allow_outside_root=config.allow_paths_outside_root)
     if detect is None:
         from fgclip_lmm.datagen.detector import OpenVocabDetector
 

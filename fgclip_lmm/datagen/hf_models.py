@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fgclip_lmm.errors import CheckpointError, InputError
+
 DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -38,7 +40,7 @@ def pick_device(device: str | None) -> torch.device:
 
 def parse_dtype(name: str):
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
+        raise InputError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
@@ -67,7 +69,7 @@ def _left_padded(tokenizer) -> None:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"{tokenizer.name_or_path}: tokenizer has neither a pad nor an eos token")
+            raise CheckpointError(f"{tokenizer.name_or_path}: tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
 
 
@@ -79,7 +81,8 @@ class ImageTextGenerator:
 
         self.processor = AutoProcessor.from_pretrained(model_id)
         if getattr(self.processor, "chat_template", None) is None:
-            raise ValueError(f"{model_id}: the processor has no chat template; recaption needs one to build prompts")
+            raise CheckpointError(f"{model_id}: the processor has no chat template; "
+                                  "recaption needs one to build prompts")
         _left_padded(self.processor.tokenizer)
         self.model, self.device = load_model(AutoModelForImageTextToText, model_id, device, dtype)
 
@@ -102,7 +105,7 @@ class ChatGenerator:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         if self.tokenizer.chat_template is None:
-            raise ValueError(f"{model_id}: the tokenizer has no chat template; use an instruction-tuned model")
+            raise CheckpointError(f"{model_id}: the tokenizer has no chat template; use an instruction-tuned model")
         _left_padded(self.tokenizer)
         self.model, self.device = load_model(AutoModelForCausalLM, model_id, device, dtype)
 

@@ -8,19 +8,29 @@ in the step's stats and keeps the input numbering; a dropped box is counted as `
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
-from fgclip_lmm.data.base import resolve_image_path
+from fgclip_lmm.data.base import PathOutsideRootError, resolve_image_path
 from fgclip_lmm.data.finehard import FineHardConfig, parse_finehard_record
+from fgclip_lmm.data.images import ImageTooLargeError, load_rgb
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
 from fgclip_lmm.datagen.runner import WorkItem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 STRIP_PREFIXES = ("grit-20m/data-12m/",)
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that could not be used: the bad-record reason and its message (file, record, field)."""
+
+    reason: str
+    detail: str
 
 
 def list_images(image_root: str) -> list[str]:
@@ -45,7 +55,8 @@ def image_items(image_root: str, input_path: str | None, policy: BadRecordPolicy
             f_path = raw.get("f_path")
             if not isinstance(f_path, str) or not f_path.strip():
                 policy.reject(BadReason.MISSING_FIELD, str(path), index, "f_path", "expected an image path string")
-                items.append(WorkItem(len(items), "", {}, rejected=f"input:{BadReason.MISSING_FIELD.value}"))
+                items.append(WorkItem(len(items), "", {}, rejected=f"input:{BadReason.MISSING_FIELD.value}",
+                                      detail=policy.last_message))
             else:
                 items.append(WorkItem(len(items), f_path, raw))
     return items
@@ -57,7 +68,7 @@ def _skip_diff(policy: BadRecordPolicy, before: dict[str, int]) -> Counter:
 
 
 def finehard_items(input_path: str, policy: BadRecordPolicy, image_root: str | None, mode: str,
-                   num_negatives: int = 10) -> list[WorkItem]:
+                   num_negatives: int = 10, allow_outside_root: bool = False) -> list[WorkItem]:
     """Validated FineHARD records as work items.
 
     `mode`: "ground" validates the record without its boxes (they are replaced), "negatives" validates boxes but
@@ -65,7 +76,8 @@ def finehard_items(input_path: str, policy: BadRecordPolicy, image_root: str | N
     """
     config = FineHardConfig(data_path=input_path, image_root=image_root, strip_prefixes=STRIP_PREFIXES,
                             max_boxes=1 << 30, num_hard_negatives=num_negatives, short_caption_prefix="",
-                            on_bad_record=policy.on_bad_record, check_image_paths=image_root is not None)
+                            on_bad_record=policy.on_bad_record, check_image_paths=image_root is not None,
+                            allow_paths_outside_root=allow_outside_root)
     items: list[WorkItem] = []
     for path in resolve_data_files(input_path):
         for index, raw in read_records(path, policy):
@@ -81,7 +93,7 @@ def finehard_items(input_path: str, policy: BadRecordPolicy, image_root: str | N
             f_path = raw.get("f_path") if isinstance(raw.get("f_path"), str) else ""
             if parsed is None:
                 reason = next(iter(dropped), "bad_record")
-                items.append(WorkItem(len(items), f_path, {}, rejected=f"input:{reason}"))
+                items.append(WorkItem(len(items), f_path, {}, rejected=f"input:{reason}", detail=policy.last_message))
                 continue
             record = dict(raw)
             if mode != "ground":
@@ -114,20 +126,28 @@ def _same_coords(raw: object, parsed: np.ndarray) -> bool:
 
 
 def load_images(items: list[WorkItem], image_root: str | None, policy: BadRecordPolicy,
-                source: str) -> list[Image.Image | str]:
-    """RGB images for `items`, or for an image that cannot be read, the rejection reason (after `policy.reject`)."""
-    out: list[Image.Image | str] = []
+                source: str, allow_outside_root: bool = False,
+                max_pixels: int | None = None) -> list[Image.Image | ImageFailure]:
+    """RGB images for `items`, or for an image that cannot be read, its `ImageFailure` (after `policy.reject`).
+
+    Images are decoded by the data layer's `load_rgb` (EXIF orientation applied, transparency on white), so the
+    boxes found here are in the frame training sees.
+    """
+    out: list[Image.Image | ImageFailure] = []
     for item in items:
-        path = resolve_image_path(item.f_path, image_root, STRIP_PREFIXES)
         try:
-            with Image.open(path) as image:
-                out.append(image.convert("RGB"))
+            path = resolve_image_path(item.f_path, image_root, STRIP_PREFIXES, allow_outside_root)
+            out.append(load_rgb(path, max_pixels))
             continue
+        except PathOutsideRootError as error:
+            reason, detail = BadReason.PATH_OUTSIDE_ROOT, str(error)
+        except ImageTooLargeError as error:
+            reason, detail = BadReason.IMAGE_TOO_LARGE, str(error)
         except FileNotFoundError:
             reason, detail = BadReason.MISSING_IMAGE, f"image not found: {path}"
         except Exception as error:  # PIL raises many types for undecodable files  # noqa: BLE001
             reason, detail = BadReason.CORRUPT_IMAGE, f"cannot decode {path}: {error}"
         policy.reject(reason, source, item.index, "f_path", detail)
-        out.append(reason.value)
+        out.append(ImageFailure(reason.value, policy.last_message or detail))
     return out
 

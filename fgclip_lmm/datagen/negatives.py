@@ -25,10 +25,26 @@ from dataclasses import dataclass, field
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.hf_models import GenerationOptions
 from fgclip_lmm.datagen.inputs import finehard_items
-from fgclip_lmm.datagen.lexicon import COUNT_ONE, LEXICON, canonical_words, noun_forms, pluralize, singularize
+from fgclip_lmm.datagen.lexicon import (
+    COUNT_ONE,
+    LEXICON,
+    canonical_words,
+    noun_forms,
+    pluralize,
+    singularize,
+)
 from fgclip_lmm.datagen.phrases import head_noun
 from fgclip_lmm.datagen.quality import TextQuality, degenerate_reason, words
-from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import (
+    Outcome,
+    RunResult,
+    Shard,
+    StepSettings,
+    WorkItem,
+    lazy,
+    run_step,
+)
+from fgclip_lmm.errors import InputError
 
 NEG_PROMPT = (
     "Write {k} hard negative variants of the image-region phrase below. Each variant must keep the noun "
@@ -58,16 +74,16 @@ class NegativesConfig(StepSettings):
 
     def __post_init__(self) -> None:
         if self.num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
+            raise InputError(f"num_negatives must be >= 1, got {self.num_negatives}")
         if "{phrase}" not in self.prompt:
-            raise ValueError("the negatives prompt must contain {phrase} (and may use {k} and {noun})")
+            raise InputError("the negatives prompt must contain {phrase} (and may use {k} and {noun})")
         try:
             self.prompt.format(k=1, noun="n", phrase="p")
         except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(f"negatives prompt: bad placeholder {error}; only {{phrase}}, {{k}} and {{noun}} "
+            raise InputError(f"negatives prompt: bad placeholder {error}; only {{phrase}}, {{k}} and {{noun}} "
                              "are filled (write literal braces as {{ and }})") from None
         if not self.rules_only and not self.model:
-            raise ValueError("negatives needs --model (a chat LLM) or --rules-only")
+            raise InputError("negatives needs --model (a chat LLM) or --rules-only")
 
     def settings(self, model_name: str | None) -> dict:
         return {"model": None if self.rules_only else model_name, "num_negatives": self.num_negatives,
@@ -215,7 +231,8 @@ def make_batch_fn(config: NegativesConfig, chat: Callable[[], ChatFn] | None):
 def run_negatives(config: NegativesConfig, chat: ChatFn | None = None, shard: Shard | None = None) -> RunResult:
     """Run the step; `chat` replaces the HF LLM (tests, custom backends)."""
     policy = BadRecordPolicy(config.on_bad_record)
-    items = finehard_items(config.input, policy, config.image_root, mode="negatives", num_negatives=config.num_negatives)
+    items = finehard_items(config.input, policy, config.image_root, mode="negatives", num_negatives=config.num_negatives,
+                           allow_outside_root=config.allow_paths_outside_root)
     get_chat = None
     if not config.rules_only:
         if chat is None:

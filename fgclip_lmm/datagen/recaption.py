@@ -19,9 +19,18 @@ from dataclasses import dataclass
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.hf_models import GenerationOptions
-from fgclip_lmm.datagen.inputs import image_items, load_images
+from fgclip_lmm.datagen.inputs import ImageFailure, image_items, load_images
 from fgclip_lmm.datagen.quality import TextQuality, clean_caption, degenerate_reason
-from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepSettings, WorkItem, lazy, run_step
+from fgclip_lmm.datagen.runner import (
+    Outcome,
+    RunResult,
+    Shard,
+    StepSettings,
+    WorkItem,
+    lazy,
+    run_step,
+)
+from fgclip_lmm.errors import InputError
 
 DEFAULT_LONG_PROMPT = (
     "Describe this image in detail in one paragraph of 80 to 150 words. Name every clearly visible object and, "
@@ -55,9 +64,9 @@ class RecaptionConfig(StepSettings):
 
     def __post_init__(self) -> None:
         if self.short_source not in ("generate", "input"):
-            raise ValueError(f"short_source must be 'generate' or 'input', got {self.short_source!r}")
+            raise InputError(f"short_source must be 'generate' or 'input', got {self.short_source!r}")
         if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+            raise InputError(f"max_retries must be >= 0, got {self.max_retries}")
 
     def settings(self, model_name: str) -> dict:
         return {"model": model_name, "long_prompt": self.long_prompt, "short_prompt": self.short_prompt,
@@ -107,8 +116,9 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
     short_q = TextQuality(min_words=config.short_min_words)
 
     def batch_fn(batch: list[WorkItem]) -> list[Outcome]:
-        loaded = load_images(batch, config.image_root, policy, config.input or config.image_root)
-        good = [i for i, image in enumerate(loaded) if not isinstance(image, str)]
+        loaded = load_images(batch, config.image_root, policy, config.input or config.image_root,
+                             config.allow_paths_outside_root, config.max_image_pixels)
+        good = [i for i, image in enumerate(loaded) if not isinstance(image, ImageFailure)]
         images = [loaded[i] for i in good]
         seed = config.seed + batch[0].index
         longs, long_fail = (generate_with_retries(images, config.long_prompt, generate(), long_q, config.max_new_tokens,
@@ -129,7 +139,8 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
                 text = clean_caption(raw) if isinstance(raw, str) else ""
                 reason = degenerate_reason(text, short_q)
                 shorts[j], short_fail[j] = (text, []) if reason is None else (None, [f"input_{reason}"])
-        outcomes: list[Outcome] = [Outcome.rejected(image) if isinstance(image, str) else None for image in loaded]
+        outcomes: list[Outcome] = [Outcome.rejected(image.reason, detail=image.detail)
+                                   if isinstance(image, ImageFailure) else None for image in loaded]
         for j, i in enumerate(good):
             counts = _counts("long", longs[j] is not None, long_fail[j])
             if longs[j] is None:
@@ -150,7 +161,7 @@ def run_recaption(config: RecaptionConfig, generate: ImageGenerateFn | None = No
                   shard: Shard | None = None) -> RunResult:
     """Run the step; `generate` replaces the HF model (tests, custom backends)."""
     if generate is None and not config.model:
-        raise ValueError("recaption needs --model (an image-text-to-text checkpoint)")
+        raise InputError("recaption needs --model (an image-text-to-text checkpoint)")
     policy = BadRecordPolicy(config.on_bad_record)
     items = image_items(config.image_root, config.input, policy)
     if generate is not None:

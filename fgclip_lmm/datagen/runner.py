@@ -8,7 +8,8 @@ Layout for `--out OUT.json`:
   `{"index", "f_path", "status": "ok" | "rejected", "reason", "record", "counts"}`. Lines are appended one batch at
   a time with flush + fsync, so an interruption loses at most the batch in flight; a torn last line is ignored.
 * `OUT.json`: the FineHARD JSON array of the `ok` records in input order, and `OUT.stats.json`: item counts,
-  rejections by reason and summed per-item counters. Both are written to a temp file and renamed.
+  rejections by reason with the first messages of each (`examples`: file, record, field) and summed per-item
+  counters. Both are written to a temp file and renamed.
 
 Sharding follows the standard launchers: `RANK` / `WORLD_SIZE` from `torchrun` or `accelerate launch` (1 process
 when unset); rank r takes the items whose input index is r modulo the world size. A finished item is skipped on
@@ -30,6 +31,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fgclip_lmm.errors import InputError
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -38,6 +41,7 @@ class WorkItem:
     data: dict  # the input record (or {"f_path": ...} for raw images)
     rejected: str | None = None  # set when the input record itself was rejected; the step never sees it
     counts: dict[str, int] = field(default_factory=dict)  # input-side counters added to the item's outcome
+    detail: str | None = None  # why the input record was rejected (the bad-record message: file, record, field)
 
 
 @dataclass
@@ -46,14 +50,15 @@ class Outcome:
     record: dict | None = None
     reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    detail: str | None = None  # a rejection's message (kept as an example per reason in OUT.stats.json)
 
     @classmethod
     def ok(cls, record: dict, counts: dict[str, int] | None = None) -> Outcome:
         return cls("ok", record, None, dict(counts or {}))
 
     @classmethod
-    def rejected(cls, reason: str, counts: dict[str, int] | None = None) -> Outcome:
-        return cls("rejected", None, reason, dict(counts or {}))
+    def rejected(cls, reason: str, counts: dict[str, int] | None = None, detail: str | None = None) -> Outcome:
+        return cls("rejected", None, reason, dict(counts or {}), detail)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class StepSettings:
     on_bad_record: str = "skip"
     progress: bool = True
     overwrite: bool = False
+    allow_paths_outside_root: bool = False  # absolute / `..` f_path values are bad records unless true
+    max_image_pixels: int | None = None  # pixel budget (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP; 0 = no limit)
 
     def run_config(self, out: str) -> RunConfig:
         return RunConfig(out, self.batch_size, self.progress, self.overwrite)
@@ -88,7 +95,7 @@ class Shard:
     def from_env(cls) -> Shard:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if world < 1 or not 0 <= rank < world:
-            raise ValueError(f"invalid launcher environment: RANK={rank}, WORLD_SIZE={world}")
+            raise InputError(f"invalid launcher environment: RANK={rank}, WORLD_SIZE={world}")
         return cls(rank, world)
 
 
@@ -105,6 +112,7 @@ class RunResult:
 
 
 BatchFn = Callable[[list[WorkItem]], list[Outcome]]
+MAX_EXAMPLES = 3  # rejection messages kept per reason in OUT.stats.json
 
 
 def lazy(factory: Callable[[], object]) -> Callable[[], object]:
@@ -154,11 +162,11 @@ def _check_meta(parts: Path, step: str, settings: dict, items: Sequence[WorkItem
         old = json.loads(path.read_text(encoding="utf-8"))
         for key in ("step", "num_items", "items_sha256"):
             if old.get(key) != meta[key]:
-                raise ValueError(f"{path}: earlier progress has {key}={old.get(key)!r}, this run {meta[key]!r}; "
+                raise InputError(f"{path}: earlier progress has {key}={old.get(key)!r}, this run {meta[key]!r}; "
                                  "the input changed: use a new --out or pass --overwrite")
         changed = sorted(k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k))
         if changed:
-            raise ValueError(f"{path}: settings {changed} differ from the earlier run's; use a new --out or --overwrite")
+            raise InputError(f"{path}: settings {changed} differ from the earlier run's; use a new --out or --overwrite")
         return
     atomic_write_json(path, meta, indent=2)
 
@@ -184,9 +192,9 @@ def scan_progress(parts: Path, items: Sequence[WorkItem] | None = None) -> tuple
                     continue  # an append cut short by a crash: the item is simply not done
                 index = entry.get("index") if isinstance(entry, dict) else None
                 if not isinstance(index, int) or entry.get("status") not in ("ok", "rejected"):
-                    raise ValueError(f"{part} line {number}: not a progress entry (needs index and status)")
+                    raise InputError(f"{part} line {number}: not a progress entry (needs index and status)")
                 if items is not None and (not 0 <= index < len(items) or items[index].f_path != entry.get("f_path")):
-                    raise ValueError(f"{part} line {number}: item {index} is {entry.get('f_path')!r} in the progress "
+                    raise InputError(f"{part} line {number}: item {index} is {entry.get('f_path')!r} in the progress "
                                      "but not in this input; use a new --out or --overwrite")
                 where[index] = (number_of_file, start, len(raw))
     return files, where
@@ -197,13 +205,13 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
     """Process this rank's unfinished items in batches, append their outcomes, and merge when all are done."""
     shard = shard or Shard.from_env()
     if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {config.batch_size}")
     for position, item in enumerate(items):
         if item.index != position:
             raise ValueError(f"work item {position} has index {item.index}; items must be numbered 0..n-1")
     parts = parts_dir(config.out)
     if config.overwrite and shard.world_size > 1:
-        raise ValueError(f"--overwrite with {shard.world_size} ranks would race: delete {parts} before launching")
+        raise InputError(f"--overwrite with {shard.world_size} ranks would race: delete {parts} before launching")
     if config.overwrite and parts.exists():
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
@@ -222,7 +230,7 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
             batch = todo[begin: begin + config.batch_size]
             outcomes = _run_batch(step, batch, batch_fn)
             lines = [json.dumps({"index": it.index, "f_path": it.f_path, "status": oc.status, "reason": oc.reason,
-                                 "record": oc.record, "counts": oc.counts}, ensure_ascii=False)
+                                 "record": oc.record, "counts": oc.counts, "detail": oc.detail}, ensure_ascii=False)
                      for it, oc in zip(batch, outcomes)]
             handle.write("\n".join(lines) + "\n")
             handle.flush()
@@ -247,7 +255,8 @@ def _drop_torn_tail(part_file: Path) -> None:
 def _run_batch(step: str, batch: list[WorkItem], batch_fn: BatchFn) -> list[Outcome]:
     valid = [item for item in batch if item.rejected is None]
     results = iter(batch_fn(valid) if valid else [])
-    outcomes = [Outcome.rejected(item.rejected) if item.rejected is not None else next(results, None) for item in batch]
+    outcomes = [Outcome.rejected(item.rejected, detail=item.detail) if item.rejected is not None
+                else next(results, None) for item in batch]
     if any(oc is None for oc in outcomes) or next(results, None) is not None:
         raise RuntimeError(f"{step}: a batch of {len(valid)} items did not give {len(valid)} outcomes")
     for item, outcome in zip(batch, outcomes):
@@ -269,10 +278,11 @@ def merge(out: str | os.PathLike) -> dict:
     files, where = scan_progress(parts)
     missing = [i for i in range(meta["num_items"]) if i not in where]
     if missing:
-        raise RuntimeError(f"{out}: {len(missing)} of {meta['num_items']} items unfinished (first: {missing[:5]}); "
+        raise InputError(f"{out}: {len(missing)} of {meta['num_items']} items unfinished (first: {missing[:5]}); "
                            "rerun the step (any number of ranks) to finish them")
     counts: Counter = Counter()
     rejected: Counter = Counter()
+    examples: dict[str, list[str]] = {}
     ok = 0
     path = Path(out)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
@@ -290,11 +300,15 @@ def merge(out: str | os.PathLike) -> dict:
                     ok += 1
                 else:
                     rejected[entry["reason"]] += 1
+                    shown = examples.setdefault(entry["reason"], [])
+                    if len(shown) < MAX_EXAMPLES:
+                        shown.append(entry.get("detail") or f"item {index} ({entry['f_path'] or 'no f_path'})")
             sink.write("]")
             sink.flush()
             os.fsync(sink.fileno())
     os.replace(tmp, path)
     stats = {"step": meta["step"], "items": meta["num_items"], "ok": ok, "rejected": dict(sorted(rejected.items())),
-             "counts": dict(sorted(counts.items())), "settings": meta["settings"]}
+             "examples": dict(sorted(examples.items())), "counts": dict(sorted(counts.items())),
+             "settings": meta["settings"]}
     atomic_write_json(stats_path(out), stats, indent=2)
     return stats

@@ -15,14 +15,19 @@ from .stages import StageRunner
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fgclip-lmm demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/demo", type=Path)
+    parser.add_argument("--out", default=None, type=Path, help="default runs/demo (fgclip), runs/demo-fgclip2")
+    parser.add_argument("--encoder", default="fgclip", choices=["fgclip", "fgclip2"],
+                        help="fgclip: CLIP vs FG-CLIP towers; fgclip2: SigLIP 2 NaFlex vs FG-CLIP 2 towers")
     parser.add_argument("--tiny", action="store_true", help="the < 3 minute preset (CI)")
     parser.add_argument("--images", type=int, default=None, help="override the world size")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from completed stages")
     args = parser.parse_args(argv)
     cfg = PRESETS["tiny" if args.tiny else "default"]
+    cfg = replace(cfg, encoder=args.encoder)
     if args.images:
         cfg = replace(cfg, images=args.images)
+    if args.out is None:
+        args.out = Path("runs/demo" if args.encoder == "fgclip" else f"runs/demo-{args.encoder}")
     args.out.mkdir(parents=True, exist_ok=True)
     paths, runner = DemoPaths(args.out), StageRunner(args.out)
     start = time.perf_counter()

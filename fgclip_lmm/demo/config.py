@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+ENCODER_FAMILIES = ("fgclip", "fgclip2")
+
 
 @dataclass(frozen=True)
 class DemoConfig:
+    encoder: str = "fgclip"         # fgclip: CLIP vs FG-CLIP; fgclip2: SigLIP 2 NaFlex vs FG-CLIP 2 (same recipe)
     images: int = 3000              # synthetic world size (train 80% / val 5% / test 10% / heldout 5%)
     image_size: int = 64
     seed: int = 0
@@ -29,10 +32,15 @@ class DemoConfig:
     attr_limit: int = 240           # MME-style rows per attribute (pairs: even)
     eval_batch: int = 16
     heatmap_images: int = 3
+    patch_budgets: tuple[int, ...] = (16, 64)  # fgclip2: NaFlex budgets (a 64 px world image is 64 patches of 8 px)
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODER_FAMILIES:
+            raise ValueError(f"DemoConfig.encoder={self.encoder!r}; known: {', '.join(ENCODER_FAMILIES)}")
 
     def fingerprint(self, *keys: str) -> dict:
-        values = asdict(self)
-        return {k: values[k] for k in keys}
+        values = asdict(self)  # tuples as lists: fingerprints are compared with their JSON record
+        return {k: list(values[k]) if isinstance(values[k], tuple) else values[k] for k in keys}
 
 
 PRESETS = {

@@ -1,5 +1,6 @@
 """The demo pipeline: synthetic world -> CLIP baseline vs FG-CLIP (DeepSpeed) -> encoder benchmarks -> two LMMs
 (same tiny LLM, data, steps and seed; one per tower) -> align + finetune -> lmms-eval tasks -> report.
+`--encoder fgclip2` runs the same comparison with tiny SigLIP 2 NaFlex / FG-CLIP 2 encoders (`fgclip2` towers).
 
 Fairness: both encoders share stage 1 (S1 steps); FG-CLIP then runs stage 2 for S2 steps while the CLIP baseline
 continues stage 1 for the same S2 steps on the same FineHARD images and captions, so both see the same samples
@@ -63,13 +64,22 @@ def clip_args(cfg: DemoConfig, world, stage: str, init: str, out: Path, steps: i
             "--tiny_patch", str(cfg.clip_patch), "--micro_batch_size", str(cfg.clip_batch),
             "--lr", str(cfg.clip_lr), "--max_steps", str(steps), "--save_every", str(steps),
             "--eval_every", str(cfg.eval_every), "--warmup_steps", str(max(1, steps // 10)), "--seed", str(cfg.seed),
-            "--num_workers", "1", "--log_every", "2"]
+            "--num_workers", "1", "--log_every", "2", *family_args(cfg)]
+
+
+def family_args(cfg: DemoConfig) -> list[str]:
+    """train-clip keys of the encoder family (FG-CLIP 2: the NaFlex model and the world's patch budgets)."""
+    if cfg.encoder == "fgclip2":
+        return ["--model", "fgclip2", "--patch_budgets", ",".join(map(str, cfg.patch_budgets))]
+    return []
 
 
 def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list[Stage]:
     world_keys = ("images", "image_size", "seed")
-    clip_keys = world_keys + ("clip_width", "clip_layers", "clip_patch", "clip_batch", "clip_lr", "stage1_steps",
-                              "eval_every")
+    # the FG-CLIP 2 keys enter only its fingerprints, so existing v1 demo runs stay valid
+    family_keys = ("encoder", "patch_budgets") if cfg.encoder == "fgclip2" else ()
+    clip_keys = world_keys + family_keys + ("clip_width", "clip_layers", "clip_patch", "clip_batch", "clip_lr",
+                                            "stage1_steps", "eval_every")
     stages = [Stage("world", lambda: runner.cli("world", [
         "synth", "--out", str(paths.world), "--images", str(cfg.images), "--seed", str(cfg.seed), "--size",
         str(cfg.image_size), "--overwrite"]), [(paths.world / "manifest.json", verify_json)],
@@ -88,7 +98,7 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
             [(paths.encoder[name] / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys, "stage2_steps")))
     for name in BENCH_ENCODERS:
         outputs = [(paths.bench[name] / key / f"{bench}.json", verify_json) for key, (bench, _) in BENCHES.items()]
-        stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name), outputs,
+        stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name, cfg), outputs,
                             cfg.fingerprint(*clip_keys, "stage2_steps")))
     lmm_keys = clip_keys + ("stage2_steps", "llm_hidden", "llm_layers", "lmm_batch", "align_steps",
                             "finetune_steps", "align_lr", "finetune_lr", "model_max_length")
@@ -121,8 +131,9 @@ def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str
 
     return [
         Stage(f"lmm_{name}_assemble", lambda: runner.cli(f"lmm_{name}_assemble", [
-            "assemble", "--tower", f"fgclip:{paths.encoder[name] / 'hf'}", "--llm", str(paths.llm),
-            "--projector", "mlp2x_gelu", "--template", "vicuna_v1", "--out", str(paths.assembled[name])]),
+            "assemble", "--tower", f"{cfg.encoder}:{paths.encoder[name] / 'hf'}", "--llm", str(paths.llm),
+            "--projector", "mlp2x_gelu", "--template", "vicuna_v1", "--out", str(paths.assembled[name]),
+            *(["--image-size", str(cfg.image_size)] if cfg.encoder == "fgclip2" else [])]),
               [(paths.assembled[name], verify_hf_dir)], fingerprint),
         Stage(f"lmm_{name}_align", lambda: train("align", paths.assembled[name], "align", cfg.align_steps,
                                                  cfg.align_lr, paths.align[name]),
@@ -135,14 +146,15 @@ def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str
     ]
 
 
-def run_benches(paths: DemoPaths, name: str) -> None:
+def run_benches(paths: DemoPaths, name: str, cfg: DemoConfig) -> None:
     """All encoder benchmarks of one encoder in this process (no DeepSpeed involved, so no subprocess needed)."""
     from ..eval.clip.cli import main as eval_clip
 
+    naflex = ["--patch-budgets", *map(str, cfg.patch_budgets)] if cfg.encoder == "fgclip2" else []
     for key, (bench, subset) in BENCHES.items():
         code = eval_clip(["--model", str(paths.encoder[name] / "hf"), "--bench", bench, "--data", str(paths.world),
                           "--synth-set", subset, "--out", str(paths.bench[name] / key), "--templates", "single",
-                          "--no-progress"])
+                          "--no-progress", *naflex])
         if code != 0:
             raise RuntimeError(f"eval-clip {bench} ({subset}) failed for {name} with exit code {code}")
 

@@ -86,21 +86,23 @@ def last_index(numbers: Numbers, path: Path, key: str) -> int:
 def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_names: list[str],
                  wall_seconds: float) -> Path:
     out, nums, b = paths.out, Numbers(paths.out), Blocks()
-    b.h("fgclip-lmm demo: FG-CLIP vs CLIP on the synthetic fine-grained world", 1)
+    base, fine = plots.FAMILY_NAMES[cfg.encoder]
+    labels = plots.labels_for(cfg.encoder)
+    b.h(f"fgclip-lmm demo: {fine} vs {base} on the synthetic fine-grained world", 1)
     deltas: list[tuple[str, float, float]] = []  # (metric, clip, fgclip)
 
     b.h("Run")
     stage_file = out / "stages.json"
-    b.p(f"Config: {json.dumps(asdict(cfg))}. Both encoders share stage 1 ({cfg.stage1_steps} steps); FG-CLIP then "
-        f"trains stage 2 (regional + hard negatives) for {cfg.stage2_steps} steps while the CLIP baseline continues "
+    b.p(f"Config: {json.dumps(asdict(cfg))}. Both encoders share stage 1 ({cfg.stage1_steps} steps); {fine} then "
+        f"trains stage 2 (regional + hard negatives) for {cfg.stage2_steps} steps while the {base} baseline continues "
         "stage 1 for the same steps on the same images and captions. Both LMMs use the same tiny LLM, data, steps "
         f"and seed. This report was written {wall_seconds:.0f} s after the command started (stages already complete "
         "were verified and skipped).")
     b.table(["stage", "seconds"], [[name, fmt(nums.get(stage_file, name, "seconds"))] for name in stage_names])
 
     b.h("Encoder training")
-    runs = {"stage 1 (shared)": paths.encoder["stage1"], "CLIP continued": paths.encoder["clip"],
-            "FG-CLIP stage 2": paths.encoder["fgclip"]}
+    runs = {"stage 1 (shared)": paths.encoder["stage1"], f"{base} continued": paths.encoder["clip"],
+            f"{fine} stage 2": paths.encoder["fgclip"]}
     series = {label: {t: nums.series(d / "metrics.jsonl", t) for t in
                       ("loss", "global_long", "global_short", "region", "hard_neg", "eval/hard_neg_acc")}
               for label, d in runs.items()}
@@ -126,7 +128,7 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
         b.table(["split", *DIFFICULTIES], [[f"{n} ({subset})", *map(fmt, v)] for n, v in vals.items()])
         deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c, f in zip(DIFFICULTIES, vals["clip"], vals["fgclip"])]
         b.img(plots.grouped_bars(out / f"fgovd_{subset}.png", f"FG-OVD-style top-1 ({subset})", list(DIFFICULTIES),
-                                 vals, "top-1 %", chance=100 / 11), f"FG-OVD {subset}")
+                                 vals, "top-1 %", chance=100 / 11, labels=labels), f"FG-OVD {subset}")
 
     b.h("Box classification and retrieval")
     box = {n: [nums.get(paths.bench[n] / "boxcls" / "boxcls.json", "results", "all", k) for k in ("top1", "top5")]
@@ -143,24 +145,26 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
                                             direction, k))
                 deltas.append((f"retrieval {label}", bars["clip"][-1], bars["fgclip"][-1]))
     b.table(["encoder", *groups], [[n, *map(fmt, v)] for n, v in bars.items()])
-    b.img(plots.grouped_bars(out / "boxcls_retrieval.png", "box classification and retrieval (%)", groups, bars, "%"),
+    b.img(plots.grouped_bars(out / "boxcls_retrieval.png", "box classification and retrieval (%)", groups, bars, "%",
+                             labels=labels),
           "box classification and retrieval")
 
-    lmm_sections(b, nums, paths, deltas)
+    lmm_sections(b, nums, paths, deltas, labels)
 
     b.h("Box-phrase similarity heatmaps")
     world = load_manifest(paths.world)
     b.img(plots.similarity_heatmaps(out / "heatmaps.png", {n: paths.encoder[n] / "hf" for n in ENCODERS},
                                     world.path("finehard", "test"), world.image_root, cfg.image_size,
-                                    cfg.heatmap_images), "dense-feature similarity to a box phrase")
+                                    cfg.heatmap_images, labels, cfg.patch_budgets),
+          "dense-feature similarity to a box phrase")
 
     b.h("Where FG-CLIP did not help")
     worse = [(m, c, f) for m, c, f in deltas if f <= c]
     if worse:
-        b.p(f"FG-CLIP was not better than the CLIP baseline on {len(worse)} of {len(deltas)} compared metrics:")
-        b.table(["metric", "CLIP", "FG-CLIP", "delta"], [[m, fmt(c, 2), fmt(f, 2), fmt(f - c, 2)] for m, c, f in worse])
+        b.p(f"{fine} was not better than the {base} baseline on {len(worse)} of {len(deltas)} compared metrics:")
+        b.table(["metric", base, fine, "delta"], [[m, fmt(c, 2), fmt(f, 2), fmt(f - c, 2)] for m, c, f in worse])
     else:
-        b.p(f"FG-CLIP was better than the CLIP baseline on all {len(deltas)} compared metrics in this run.")
+        b.p(f"{fine} was better than the {base} baseline on all {len(deltas)} compared metrics in this run.")
 
     b.h("Provenance")
     b.p("Every number above was read from this run's artifacts; report.json lists each with its file and key path "
@@ -172,7 +176,7 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
     return out / "report.md"
 
 
-def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list) -> None:
+def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list, labels: dict[str, str]) -> None:
     b.h("LMM hallucination: POPE")
     b.p("F1 per split and their mean (LLaVA's protocol), the model's own yes-rate (from its answers, not lmms-eval's "
         "ground-truth share), the share of answers that were neither yes nor no, and AUROC of P(yes).")
@@ -198,7 +202,7 @@ def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list) -> No
             "near 0% or 100%), so its POPE F1 measures a constant answerer, not hallucination control.")
     b.img(plots.grouped_bars(paths.out / "pope.png", "POPE F1 and model yes-rate (%)",
                              [f"F1 {s}" for s in POPE_SPLITS] + [f"yes {s}" for s in POPE_SPLITS],
-                             {n: f1s[n] + yes[n] for n in ENCODERS}, "%"), "POPE")
+                             {n: f1s[n] + yes[n] for n in ENCODERS}, "%", labels=labels), "POPE")
 
     b.h("LMM attribute understanding")
     b.p("MME-style yes/no pairs per attribute: accuracy, acc+ (both questions of a pair right) and AUROC of P(yes).")
@@ -221,4 +225,4 @@ def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list) -> No
               "attribute to an object named in the question is not learned, whichever tower is used; the "
               "encoder-level gains above do not reach the LMM here.")
     b.img(plots.grouped_bars(paths.out / "attributes.png", "accuracy per attribute (%)", list(ATTRIBUTES), acc, "%",
-                             chance=50), "attribute accuracy")
+                             chance=50, labels=labels), "attribute accuracy")

@@ -43,6 +43,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from fgclip_lmm.errors import InputError, checkpoint_errors
 from fgclip_lmm.tower import (
     TowerConfig,
     VisionTower,
@@ -52,7 +53,12 @@ from fgclip_lmm.tower import (
     set_no_grad_forward,
 )
 
-from .projector import build_projector, check_projector_sizes, read_projector_state, to_hf_projector
+from .projector import (
+    build_projector,
+    check_projector_sizes,
+    read_projector_state,
+    to_hf_projector,
+)
 from .templates import IMAGE_TOKEN, default_template_for, get_template, stop_string
 
 ASPECT_MODES = ("pad", "square", "resize")
@@ -70,6 +76,7 @@ class AssembleConfig:
     projector_weights: str | None = None
     feature_layer: int = -2
     select: str = "patch"
+    image_size: int | None = None  # fgclip2 towers only: the fixed input side they are exported at
     aspect: str = "pad"
     template: str = "auto"
     dtype: str = "auto"
@@ -81,17 +88,17 @@ class AssembleConfig:
     def __post_init__(self) -> None:
         parse_tower_spec(self.tower)
         if self.aspect not in ASPECT_MODES:
-            raise ValueError(f"AssembleConfig.aspect={self.aspect!r}; known: {', '.join(ASPECT_MODES)}")
+            raise InputError(f"AssembleConfig.aspect={self.aspect!r}; known: {', '.join(ASPECT_MODES)}")
         if self.template != "auto":
             get_template(self.template)
         if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ValueError(f"AssembleConfig.dtype={self.dtype!r}; known: auto, {', '.join(DTYPES)}")
+            raise InputError(f"AssembleConfig.dtype={self.dtype!r}; known: auto, {', '.join(DTYPES)}")
 
 
 def lmm_image_processor(tower: VisionTower, aspect: str) -> LlavaImageProcessor:
     """A `LlavaImageProcessor` with the tower's mean/std and input size, implementing the aspect mode."""
     if aspect not in ASPECT_MODES:
-        raise ValueError(f"aspect={aspect!r}; known: {', '.join(ASPECT_MODES)}")
+        raise InputError(f"aspect={aspect!r}; known: {', '.join(ASPECT_MODES)}")
     base, size = tower.image_processor, tower.image_size
     square = {"height": size, "width": size}
     return LlavaImageProcessor(
@@ -144,10 +151,13 @@ def _projector(cfg: AssembleConfig, tower: VisionTower, text_hidden: int) -> tor
 def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaProcessor, dict]:
     """Build the LLaVA model, its processor and the assembly record in memory (nothing is written)."""
     tower_type, tower_path = parse_tower_spec(cfg.tower)
-    tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer, select=cfg.select))
+    with checkpoint_errors(tower_path):
+        tower = build_tower(TowerConfig(type=tower_type, path=tower_path, feature_layer=cfg.feature_layer,
+                                        select=cfg.select, image_size=cfg.image_size))
     # Load the LLM directly in the output dtype ("auto" = as stored) so a 7B model is never held in float32.
-    llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=DTYPES[cfg.dtype] if cfg.dtype != "auto" else "auto")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
+    with checkpoint_errors(cfg.llm):
+        llm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=DTYPES[cfg.dtype] if cfg.dtype != "auto" else "auto")
+        tokenizer = AutoTokenizer.from_pretrained(cfg.llm)
     text_config = llm.config
     template = cfg.template if cfg.template != "auto" else default_template_for(text_config.model_type)
     tpl = get_template(template)
@@ -215,7 +225,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     meta = {
         "format": 1,
         "tower": {"type": tower_type, "path": tower_path, "feature_layer": cfg.feature_layer, "select": cfg.select,
-                  "has_cls": tower.has_cls, "hidden_size": tower.hidden_size},
+                  "has_cls": tower.has_cls, "hidden_size": tower.hidden_size, "image_size": tower.image_size},
         "projector": cfg.projector,
         "llm": cfg.llm,
         "template": template,
@@ -251,13 +261,16 @@ def save_assembly(model: LlavaForConditionalGeneration, processor: LlavaProcesso
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fgclip-lmm assemble", description=__doc__.splitlines()[0])
-    p.add_argument("--tower", required=True, help="TYPE:PATH with TYPE in fgclip, clip, siglip, hf")
+    p.add_argument("--tower", required=True, help="TYPE:PATH with TYPE in fgclip, fgclip2, clip, siglip, hf")
     p.add_argument("--llm", required=True, help="causal LM directory or hub id (Llama/Vicuna-style or Qwen2-style)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--projector", default="mlp2x_gelu", help="linear | mlp2x_gelu | identity")
     p.add_argument("--projector-weights", default=None, help="safetensors/.bin projector to load (size-checked)")
     p.add_argument("--feature-layer", type=int, default=-2)
     p.add_argument("--select", default="patch", choices=["patch", "cls_patch"])
+    p.add_argument("--image-size", type=int, default=None,
+                   help="fgclip2 towers: input side in px of the fixed-grid export (default: the learned grid, "
+                        "256 for B/16; e.g. 384 for 24x24)")
     p.add_argument("--aspect", default="pad", choices=list(ASPECT_MODES))
     p.add_argument("--template", default="auto", help="auto | plain | vicuna_v1 | qwen2")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
@@ -270,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = AssembleConfig(
         tower=args.tower, llm=args.llm, out=args.out, projector=args.projector, projector_weights=args.projector_weights,
-        feature_layer=args.feature_layer, select=args.select, aspect=args.aspect, template=args.template,
+        feature_layer=args.feature_layer, select=args.select, image_size=args.image_size, aspect=args.aspect,
+        template=args.template,
         dtype=args.dtype, pad_to_multiple_of=args.pad_to_multiple_of, seed=args.seed,
     )
     model, processor, meta = assemble(cfg)

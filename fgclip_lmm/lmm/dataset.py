@@ -11,7 +11,8 @@ the real images' features while keeping the dummies in the autograd graph with w
 Pixels come from the assembled processor's `LlavaImageProcessor`, so training and evaluation preprocess images
 identically (aspect mode included). Bad records follow the reader's `on_bad_record` policy; under `skip`, samples
 that fail encoding (too long, nothing to learn, tokenisation mismatch) are counted per reason in `skipped` and
-replaced by the next good index, as the reader does for unreadable images.
+replaced by the next good index, as the reader does for unreadable images. Samples cut at `model_max_length`
+(an answer or later turns lost) are counted once each in `truncated`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fgclip_lmm.data.bad_records import SharedCounts
+from fgclip_lmm.errors import FGClipError
 from fgclip_lmm.data.images import load_rgb
 from fgclip_lmm.data.llava_json import LlavaJsonDataset
 
@@ -30,6 +32,10 @@ from .encode import IGNORE_INDEX, SAMPLE_ERROR_REASONS, SampleError, encode_samp
 from .templates import Template, get_template
 
 PADDING_SIDES = ("right", "left")
+
+
+class NoUsableSampleError(FGClipError, ValueError):
+    """Every sample failed encoding under `on_bad_record: skip` (e.g. all longer than `model_max_length`)."""
 
 
 class ProcessorImageLoader:
@@ -85,6 +91,7 @@ class LmmSupervisedDataset(Dataset):
         self._dummy = dummy_pixel_values(processor)
         self._bad = torch.zeros(len(reader), dtype=torch.bool).share_memory_()
         self._skipped = SharedCounts(SAMPLE_ERROR_REASONS)
+        self._cut = torch.zeros(len(reader), dtype=torch.bool).share_memory_()  # samples seen truncated
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -93,6 +100,12 @@ class LmmSupervisedDataset(Dataset):
     def skipped(self) -> dict[str, int]:
         """Samples skipped at encoding time, per `SampleError.reason` (each counted once)."""
         return self._skipped.as_dict()
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        """Samples (each counted once) whose conversation was cut at `model_max_length`."""
+        count = int(self._cut.sum())
+        return {"conversations": count} if count else {}
 
     @property
     def lengths(self) -> list[int]:
@@ -111,15 +124,20 @@ class LmmSupervisedDataset(Dataset):
                 continue
             raw = self.reader[candidate]
             try:
-                return self._encode(raw)
+                sample, truncated = self._encode(raw)
             except SampleError as error:
                 if self.reader.policy.on_bad_record == "error":
                     raise
                 self._bad[candidate] = True
                 self._skipped.add(error.reason)
-        raise RuntimeError(f"LmmSupervisedDataset: none of the {n} samples can be encoded (skipped: {self.skipped})")
+                continue
+            if truncated:
+                self._cut[candidate] = True
+            return sample
+        raise NoUsableSampleError(f"LmmSupervisedDataset: none of the {n} samples can be encoded "
+                                  f"(skipped: {self.skipped})")
 
-    def _encode(self, raw: dict) -> dict:
+    def _encode(self, raw: dict) -> tuple[dict, bool]:
         pixels = raw["pixel_values"]
         sample = {"id": raw["id"], "conversations": raw["conversations"], "image": "image" if raw["has_image"] else None}
         enc = encode_sample(sample, self.processor.tokenizer, self.template, self.tokens_per_image,
@@ -135,7 +153,7 @@ class LmmSupervisedDataset(Dataset):
             "labels": torch.tensor(enc.labels, dtype=torch.long),
             "pixel_values": pixel_values,
             "image_mask": image_mask,
-        }
+        }, enc.truncated
 
 
 @dataclass

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fgclip_lmm.errors import FGClipError
+
 from .templates import IMAGE_TOKEN, Template, get_template
 
 IGNORE_INDEX = -100
@@ -32,7 +34,7 @@ SAMPLE_ERROR_REASONS = (
 _ROLES = {"human": "user", "gpt": "assistant"}
 
 
-class SampleError(ValueError):
+class SampleError(FGClipError, ValueError):
     """A sample that cannot be trained on; `reason` is one of `SAMPLE_ERROR_REASONS`."""
 
     def __init__(self, reason: str, sample_id: Any, message: str) -> None:

@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
+from fgclip_lmm.errors import CheckpointError, InputError, checkpoint_errors
+
 from .assemble import DTYPES, META_FILE
 from .export import NON_LORA_FILE, save_full
 
@@ -26,9 +28,10 @@ def load_non_lora(model: torch.nn.Module, path: str | Path) -> list[str]:
     params = dict(model.state_dict())
     for key, value in state.items():
         if key not in params:
-            raise ValueError(f"{path}: {key!r} is not a parameter of the base model")
+            raise CheckpointError(f"{path}: {key!r} is not a parameter of the base model")
         if params[key].shape != value.shape:
-            raise ValueError(f"{path}: {key!r} has shape {tuple(value.shape)}, the base has {tuple(params[key].shape)}")
+            raise CheckpointError(f"{path}: {key!r} has shape {tuple(value.shape)}, "
+                                  f"the base has {tuple(params[key].shape)}")
     with torch.no_grad():
         for key, value in state.items():
             params[key].copy_(value.to(params[key].dtype))
@@ -39,15 +42,17 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, dtype: st
     from peft import PeftModel
 
     if dtype != "auto" and dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}; known: auto, {', '.join(DTYPES)}")
+        raise InputError(f"dtype={dtype!r}; known: auto, {', '.join(DTYPES)}")
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: not a LoRA directory written by save_lora")
-    model = LlavaForConditionalGeneration.from_pretrained(str(base), dtype=torch.float32)
-    target_dtype = DTYPES[dtype] if dtype != "auto" else AutoConfig.from_pretrained(str(base)).dtype
-    if (adapter / NON_LORA_FILE).is_file():
-        load_non_lora(model, adapter / NON_LORA_FILE)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    with checkpoint_errors(base):
+        model = LlavaForConditionalGeneration.from_pretrained(str(base), dtype=torch.float32)
+        target_dtype = DTYPES[dtype] if dtype != "auto" else AutoConfig.from_pretrained(str(base)).dtype
+    with checkpoint_errors(adapter):
+        if (adapter / NON_LORA_FILE).is_file():
+            load_non_lora(model, adapter / NON_LORA_FILE)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     if isinstance(target_dtype, str):
         target_dtype = getattr(torch, target_dtype)
     merged = merged.to(target_dtype or torch.float32)

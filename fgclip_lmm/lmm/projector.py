@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fgclip_lmm.errors import InputError
+
 MLP_PATTERN = re.compile(r"^mlp(\d+)x_gelu$")
 
 
@@ -81,7 +83,7 @@ def build_projector(name: str, vision_hidden: int, text_hidden: int) -> nn.Modul
     match = MLP_PATTERN.match(name)
     if match:
         return MlpGeluProjector(vision_hidden, text_hidden, int(match.group(1)))
-    raise ValueError(f"unknown projector type {name!r}; known: {known_projectors()}")
+    raise InputError(f"unknown projector type {name!r}; known: {known_projectors()}")
 
 
 @dataclass

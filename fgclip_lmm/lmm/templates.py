@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from fgclip_lmm.errors import InputError
+
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -137,7 +139,7 @@ def get_template(name: str | Template) -> Template:
     if isinstance(name, Template):
         return name
     if name not in TEMPLATES:
-        raise ValueError(f"unknown conversation template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
+        raise InputError(f"unknown conversation template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
     return TEMPLATES[name]
 
 

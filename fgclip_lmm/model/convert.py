@@ -1,18 +1,26 @@
-"""`fgclip-lmm convert SRC OUT`: write any supported checkpoint (ours, official FG-CLIP, OpenAI CLIP) as ours.
+"""`fgclip-lmm convert SRC OUT`: write any supported checkpoint (ours, official FG-CLIP, OpenAI CLIP; FG-CLIP 2: ours,
+official `qihoo360/fg-clip2-*`, SigLIP 2 NaFlex) as ours.
 
-Safetensors only, with the source's tokenizer / processor files; the formats themselves are read in `loading.py`.
+Safetensors only, with the source's tokenizer / processor files; the formats themselves are read in `loading.py` and
+`loading_fgclip2.py`.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
-from .loading import resolve_checkpoint_dir
+from .loading import read_config, resolve_checkpoint_dir
 from .modeling_fgclip import FGCLIPModel
+from .modeling_fgclip2 import FGCLIP2Model
+from .naflex import make_image_processor
 
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
               "preprocessor_config.json", "processor_config.json")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+FGCLIP2_SIDE_FILES = (*(n for n in SIDE_FILES if n not in PROCESSOR_FILES), "tokenizer.model", "added_tokens.json")
+FGCLIP2_MODEL_TYPES = ("fgclip2", "siglip2")  # FG-CLIP 2 and the SigLIP 2 checkpoints it starts from
 
 
 def convert_checkpoint(src: str | Path, out: str | Path) -> Path:
@@ -26,11 +34,29 @@ def convert_checkpoint(src: str | Path, out: str | Path) -> Path:
     return out
 
 
+def convert_fgclip2_checkpoint(src: str | Path, out: str | Path) -> Path:
+    """Write an official FG-CLIP 2 or SigLIP 2 checkpoint as ours (safetensors) plus tokenizer / processor files."""
+    src_dir, out = resolve_checkpoint_dir(src), Path(out)
+    model = FGCLIP2Model.from_pretrained(src_dir)
+    model.save_pretrained(out)
+    for name in FGCLIP2_SIDE_FILES:
+        if (src_dir / name).is_file():
+            shutil.copy2(src_dir / name, out / name)
+    # The official processor file names remote code (`Fgclip2ImageProcessor`); transformers' NaFlex processor does
+    # the same work (see naflex.py), so ours is written instead, keeping the source's patch budget.
+    processor_file = src_dir / "preprocessor_config.json"
+    budget = json.loads(processor_file.read_text()).get("max_num_patches", 256) if processor_file.is_file() else 256
+    make_image_processor(model.config.vision_config.patch_size, int(budget)).save_pretrained(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fgclip-lmm convert", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="hub id or directory: ours, official qihoo360/fg-clip-*, or openai/clip-vit-*")
+    parser.add_argument("src", help="hub id or directory: ours, official qihoo360/fg-clip-* or qihoo360/fg-clip2-*, "
+                        "openai/clip-vit-*, or a SigLIP 2 NaFlex checkpoint (google/siglip2-*-naflex, FG-CLIP 2 init)")
     parser.add_argument("out", help="output directory")
     args = parser.parse_args(argv)
-    out = convert_checkpoint(args.src, args.out)
+    fgclip2 = read_config(resolve_checkpoint_dir(args.src)).get("model_type") in FGCLIP2_MODEL_TYPES
+    out = (convert_fgclip2_checkpoint if fgclip2 else convert_checkpoint)(args.src, args.out)
     print(f"wrote {out}")
     return 0

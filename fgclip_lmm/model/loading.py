@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from fgclip_lmm.errors import CheckpointError, checkpoint_errors
+
 from .configuration_fgclip import FGCLIPConfig
 from .positions import stretch_positions
 
@@ -33,14 +35,18 @@ def resolve_checkpoint_dir(name_or_path: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint {name_or_path!s} is not a directory with a config.json")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    with checkpoint_errors(name_or_path):
+        return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.txt"]))
 
 
 def read_config(path: Path) -> dict:
     file = path / "config.json"
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no config.json")
-    return json.loads(file.read_text())
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{file}: not a valid JSON config ({error})") from error
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -50,12 +56,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(load_file(path / shard))
+            with checkpoint_errors(path / shard):
+                state.update(load_file(path / shard))
         return state
     if (path / "model.safetensors").is_file():
-        return load_file(path / "model.safetensors")
+        with checkpoint_errors(path / "model.safetensors"):
+            return load_file(path / "model.safetensors")
     if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        with checkpoint_errors(path / "pytorch_model.bin"):
+            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"{path}: no model.safetensors, shard index or pytorch_model.bin")
 
 
@@ -65,8 +74,8 @@ def checkpoint_kind(config: dict, state_keys) -> str:
     if model_type == "fgclip":
         return "fgclip"
     if model_type != "clip":
-        raise ValueError(f"config.json model_type={model_type!r}: expected 'fgclip', or 'clip' for an official "
-                         "FG-CLIP or OpenAI CLIP checkpoint")
+        raise CheckpointError(f"config.json model_type={model_type!r}: expected 'fgclip', or 'clip' for an official "
+                              "FG-CLIP or OpenAI CLIP checkpoint")
     return "official" if OFFICIAL_MARKER in state_keys else "openai"
 
 
@@ -100,15 +109,16 @@ def convert_state_dict(state: dict[str, torch.Tensor], kind: str, config: FGCLIP
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{source}: state dict does not match the model: missing keys {sorted(missing)}, "
-                         f"unexpected keys {sorted(unexpected)}")
+        raise CheckpointError(f"{source}: state dict does not match the model: missing keys {sorted(missing)}, "
+                              f"unexpected keys {sorted(unexpected)}")
 
 
 def load_any_checkpoint(cls, name_or_path, *args, **kwargs):
     path = resolve_checkpoint_dir(name_or_path)
     config = read_config(path)
     if config.get("model_type") == "fgclip":
-        return cls._from_pretrained_native(path, *args, **kwargs)
+        with checkpoint_errors(path):
+            return cls._from_pretrained_native(path, *args, **kwargs)
     state = read_state_dict(path)
     kind = checkpoint_kind(config, state.keys())
     long_len = state[OFFICIAL_MARKER].shape[0] if kind == "official" else None
@@ -126,7 +136,8 @@ def load_clip_vision_model(name_or_path: str | Path) -> CLIPVisionModel:
     path = resolve_checkpoint_dir(name_or_path)
     config = read_config(path)
     if config.get("model_type") not in {"fgclip", "clip"}:
-        raise ValueError(f"{path}/config.json model_type={config.get('model_type')!r}: expected 'fgclip' or 'clip'")
+        raise CheckpointError(f"{path}/config.json model_type={config.get('model_type')!r}: "
+                              "expected 'fgclip' or 'clip'")
     vision = CLIPVisionModel(CLIPVisionConfig(**config["vision_config"]))
     prefix = "vision_model."
     state = {k[len(prefix):]: v for k, v in read_state_dict(path).items()

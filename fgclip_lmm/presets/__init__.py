@@ -8,11 +8,13 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from fgclip_lmm.errors import FGClipError
+
 # kind -> folder of YAML recipes; the trainer of each kind reads only its own.
 PRESET_KINDS: dict[str, str] = {"clip": "clip", "lmm": "lmm"}
 
 
-class PresetError(ValueError):
+class PresetError(FGClipError, ValueError):
     """An unknown preset or DeepSpeed config name; the message lists the known ones."""
 
 

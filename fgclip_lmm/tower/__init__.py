@@ -1,6 +1,7 @@
 """Swappable vision towers for LLaVA-style LMMs: `build_tower(TowerConfig(type=..., path=...))`.
 
-Tower types (exact registry keys): `fgclip`, `clip`, `siglip`, `hf`. Each wraps a stock transformers vision model,
+Tower types (exact registry keys): `fgclip`, `fgclip2`, `clip`, `siglip`, `hf`. Each wraps a stock transformers vision
+model (`fgclip2`: FG-CLIP 2's NaFlex tower converted to a fixed-grid `SiglipVisionModel`),
 so an assembled LMM is a plain `LlavaForConditionalGeneration` (see `fgclip_lmm.lmm.assemble`).
 
 Dropping a tower into original LLaVA / LLaVA-NeXT
@@ -47,6 +48,7 @@ from .blocks import (
 from .towers import (
     TOWERS,
     CLIPTower,
+    FGCLIP2Tower,
     FGCLIPTower,
     HFTower,
     SiglipTower,
@@ -62,6 +64,7 @@ __all__ = [
     "TOWER_LORA_TARGETS",
     "TUNING_MODES",
     "CLIPTower",
+    "FGCLIP2Tower",
     "FGCLIPTower",
     "HFTower",
     "LeadingBlocks",

@@ -50,7 +50,8 @@ class LoraSpec:
 
 @dataclass
 class TowerConfig:
-    """How to build one tower. `type` is a registry key (`fgclip`, `clip`, `siglip`, `hf`), kept apart from `path`."""
+    """How to build one tower. `type` is a registry key (`fgclip`, `fgclip2`, `clip`, `siglip`, `hf`), kept apart
+    from `path`."""
 
     type: str
     path: str
@@ -61,6 +62,8 @@ class TowerConfig:
     delay_load: bool = False
     # Only consulted for `hf` towers (CLIP-family towers have a CLS, SigLIP has none); None = infer by a forward.
     has_cls: bool | None = None
+    # Only for `fgclip2` (NaFlex) towers: the fixed input side in px they are exported at; None = the learned grid.
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_STRATEGIES:
@@ -71,6 +74,8 @@ class TowerConfig:
             raise ValueError(f"TowerConfig.feature_layer must be an int, got {self.feature_layer!r}")
         if not self.path:
             raise ValueError("TowerConfig.path is empty")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size <= 0):
+            raise ValueError(f"TowerConfig.image_size must be a positive int or None, got {self.image_size!r}")
 
 
 def _no_grad_pre_hook(module: nn.Module, args: Any) -> None:
@@ -112,9 +117,14 @@ class VisionTower(nn.Module, abc.ABC):
     type_name: ClassVar[str] = ""
     # True / False for towers whose CLS-ness is fixed by their family; None = decided at load (`hf`).
     family_has_cls: ClassVar[bool | None] = None
+    # Whether `TowerConfig.image_size` means something to this type (towers at a resolution chosen on export).
+    chooses_image_size: ClassVar[bool] = False
 
     def __init__(self, cfg: TowerConfig) -> None:
         super().__init__()
+        if cfg.image_size is not None and not self.chooses_image_size:
+            raise ValueError(f"TowerConfig.image_size={cfg.image_size} is only for towers exported at a chosen "
+                             f"resolution (fgclip2); tower type {self.type_name!r} has a fixed one")
         self.cfg = cfg
         self.vision_tower_name = cfg.path
         self.select_layer = cfg.feature_layer

@@ -1,4 +1,4 @@
-"""The tower types and their registry: `fgclip`, `clip`, `siglip`, `hf` (any transformers vision model).
+"""The tower types and their registry: `fgclip`, `fgclip2`, `clip`, `siglip`, `hf` (any transformers vision model).
 
 Dispatch is on an explicit type key kept apart from the weights path (never on name substrings or on whether a
 path exists, the classic LLaVA pitfall that loads a local SigLIP directory as CLIP). Every type wraps a stock
@@ -8,6 +8,7 @@ transformers class, so the tower drops into `LlavaForConditionalGeneration` with
 |----------|------------------------------------------------------------|-----|----------------------------|
 | `fgclip` | `CLIPVisionModel` via `fgclip_lmm.model.load_clip_vision_model` (ours, official FG-CLIP, OpenAI CLIP) | yes | CLIP resize+crop |
 | `clip`   | `CLIPVisionModel.from_pretrained` (a vision-only or full `CLIPModel` checkpoint) | yes | CLIP resize+crop |
+| `fgclip2` | FG-CLIP 2's NaFlex tower as a fixed-grid `SiglipVisionModel` (model/fixed_grid.py) | no | SigLIP squash (bilinear) |
 | `siglip` | `SiglipVisionModel.from_pretrained`                        | no  | SigLIP squash, mean/std 0.5 |
 | `hf`     | `AutoModel.from_pretrained` of a vision-only checkpoint    | inferred (0 or 1 extra token) | its own |
 
@@ -30,6 +31,9 @@ from transformers import (
     SiglipVisionConfig,
     SiglipVisionModel,
 )
+from transformers.image_utils import PILImageResampling
+
+from fgclip_lmm.errors import CheckpointError, InputError
 
 from .base import TowerConfig, VisionTower
 
@@ -44,7 +48,8 @@ def _from_pretrained_strict(cls: Any, path: str) -> nn.Module:
     model, info = cls.from_pretrained(path, output_loading_info=True)
     missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
     if missing:
-        raise ValueError(f"{cls.__name__}.from_pretrained({path!r}) left weights uninitialised: {sorted(missing)[:8]}")
+        raise CheckpointError(f"{cls.__name__}.from_pretrained({path!r}) left weights uninitialised: "
+                              f"{sorted(missing)[:8]}")
     return model.eval()
 
 
@@ -99,6 +104,31 @@ class SiglipTower(VisionTower):
         return _saved_image_processor(path) or SiglipImageProcessor(size={"height": size, "width": size})
 
 
+class FGCLIP2Tower(SiglipTower):
+    """FG-CLIP 2 as a fixed-resolution SigLIP tower: stock LLaVA passes no NaFlex mask or grid, so the NaFlex tower
+    is converted once, at `TowerConfig.image_size` (default: the learned position grid, 256 px for B/16)."""
+
+    type_name = "fgclip2"
+    chooses_image_size = True
+
+    def _load_vision_model(self, path: str) -> nn.Module:
+        from fgclip_lmm.model import FGCLIP2Model
+        from fgclip_lmm.model.fixed_grid import fgclip2_vision_as_siglip
+
+        return fgclip2_vision_as_siglip(FGCLIP2Model.from_pretrained(path), self.cfg.image_size)
+
+    def _load_config(self, path: str) -> Any:
+        from fgclip_lmm.model.fixed_grid import fgclip2_config_of, siglip_vision_config
+
+        return siglip_vision_config(fgclip2_config_of(path), self.cfg.image_size)
+
+    def _load_image_processor(self, path: str, config: Any) -> Any:
+        # The checkpoint's own processor is the NaFlex one; the fixed grid takes a squashed square image, resized
+        # bilinearly as the NaFlex processor does.
+        size = int(config.image_size)
+        return SiglipImageProcessor(size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR)
+
+
 class HFTower(VisionTower):
     """Any transformers vision model with `image_size`/`patch_size` in its config and `hidden_states` outputs."""
 
@@ -108,7 +138,8 @@ class HFTower(VisionTower):
         model = _from_pretrained_strict(AutoModel, path)
         for attr in ("hidden_size", "image_size", "patch_size", "num_hidden_layers"):
             if not isinstance(getattr(model.config, attr, None), int):
-                raise ValueError(f"hf tower {path!r}: config.{attr} must be an int, got {getattr(model.config, attr, None)!r}")
+                raise CheckpointError(f"hf tower {path!r}: config.{attr} must be an int, "
+                                      f"got {getattr(model.config, attr, None)!r}")
         return model
 
     def _load_config(self, path: str) -> Any:
@@ -117,16 +148,17 @@ class HFTower(VisionTower):
     def _load_image_processor(self, path: str, config: Any) -> Any:
         processor = _saved_image_processor(path)
         if processor is None:
-            raise ValueError(f"hf tower {path!r} has no preprocessor_config.json; save its image processor there")
+            raise CheckpointError(f"hf tower {path!r} has no preprocessor_config.json; save its image processor there")
         return processor
 
 
-TOWERS: dict[str, type[VisionTower]] = {"fgclip": FGCLIPTower, "clip": CLIPTower, "siglip": SiglipTower, "hf": HFTower}
+TOWERS: dict[str, type[VisionTower]] = {"fgclip": FGCLIPTower, "fgclip2": FGCLIP2Tower, "clip": CLIPTower,
+                                        "siglip": SiglipTower, "hf": HFTower}
 
 
 def tower_class(tower_type: str) -> type[VisionTower]:
     if tower_type not in TOWERS:
-        raise ValueError(f"unknown tower type {tower_type!r}; known: {', '.join(sorted(TOWERS))}")
+        raise InputError(f"unknown tower type {tower_type!r}; known: {', '.join(sorted(TOWERS))}")
     return TOWERS[tower_type]
 
 
@@ -139,7 +171,7 @@ def parse_tower_spec(spec: str) -> tuple[str, str]:
     """`"TYPE:PATH"` -> (type, path); the type must be a registry key, the path may itself contain ':'."""
     tower_type, sep, path = spec.partition(":")
     if not sep or not path:
-        raise ValueError(f"tower spec {spec!r} must be TYPE:PATH with TYPE in {', '.join(sorted(TOWERS))}")
+        raise InputError(f"tower spec {spec!r} must be TYPE:PATH with TYPE in {', '.join(sorted(TOWERS))}")
     tower_class(tower_type)
     return tower_type, path
 

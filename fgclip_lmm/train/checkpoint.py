@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-COMPLETE = "COMPLETE"
+from .common_config import COMPLETE
+from .config_io import ConfigError
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -52,7 +53,7 @@ def resolve_resume(resume: str, root: Path) -> Path | None:
         return latest_complete(root)
     path = Path(resume)
     if not (path / COMPLETE).is_file():
-        raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint (no {COMPLETE} marker)")
+        raise ConfigError(f"config key 'resume': {resume} is not a complete checkpoint (no {COMPLETE} marker)")
     return path
 
 
@@ -101,7 +102,7 @@ def resume_engine(engine, path: Path, sampler, rank: int) -> int:
 
 
 def clean_stale(root: Path) -> None:
-    """Remove half-written staging dirs left by a killed run."""
+    """Remove half-written staging dirs left by a killed run (only the holder of the output dir's lock calls it)."""
     for p in root.glob(".tmp-*"):
         shutil.rmtree(p, ignore_errors=True)
 

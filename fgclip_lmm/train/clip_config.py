@@ -1,92 +1,71 @@
-"""`ClipTrainConfig`: every knob of FG-CLIP training in one typed, flat dataclass (YAML presets in train_clip/)."""
+"""`ClipTrainConfig`: every knob of FG-CLIP (v1 and FG-CLIP 2) training in one typed, flat dataclass (presets in
+fgclip_lmm/presets/clip/)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..presets import PresetError, resolve_deepspeed_json
-from .config_io import ConfigError
+from .common_config import TrainConfig
+from .config_io import ConfigError, option
 
 STAGES = ("stage1", "stage2")
+# Architectures `train-clip` can build; `clip_task.MODEL_BUILDERS` holds one builder per name.
+CLIP_MODELS = ("fgclip", "fgclip2")
+PATCH_BUDGETS = [128, 256, 576, 784, 1024]  # FG-CLIP 2's official NaFlex budgets (`dynamic_max_patches`)
 
 
 @dataclass
-class ClipTrainConfig:
+class ClipTrainConfig(TrainConfig):
     # what to train
-    stage: str = "stage2"                 # stage1: global long/short; stage2: + regional + hard negatives
-    init_from: str = "openai/clip-vit-base-patch16"  # OpenAI CLIP, official FG-CLIP, ours, or "tiny" (random)
-    tokenizer: str | None = None          # default: the init_from checkpoint's tokenizer
-    reset_fine_grained_scales: bool = True  # official: region/hard temperatures start at logit_scale (fresh runs)
-    logit_scale_max: float | None = None  # clamp of the three log-temperatures; None = official (no clamp)
-    freeze: list[str] = field(default_factory=list)  # regexes of parameter names to freeze
-    gradient_checkpointing: bool = True   # non-reentrant, as the official trainer forces
-    tiny_width: int = 64                  # init_from: tiny -> FGCLIPConfig.tiny(width, layers, patch)
-    tiny_layers: int = 2
-    tiny_patch: int = 8
+    stage: str = option("stage2", "stage1: global long/short captions; stage2: + regional and hard negatives",
+                        choices=STAGES)
+    model: str = option("fgclip", "architecture to train: fgclip (CLIP towers) or fgclip2 (FG-CLIP 2, SigLIP 2 "
+                        "NaFlex towers)", choices=CLIP_MODELS)
+    init_from: str = option("openai/clip-vit-base-patch16", "OpenAI CLIP, official FG-CLIP or our checkpoint "
+                            "(dir or hub id), or 'tiny' for a random tiny model; fgclip2: SigLIP 2 NaFlex, "
+                            "official FG-CLIP 2 or ours")
+    tokenizer: str | None = option(None, "tokenizer dir; default: the init_from checkpoint's")
+    reset_fine_grained_scales: bool = option(True, "fresh runs start the region/hard temperatures at logit_scale "
+                                             "(official; fgclip2: at 4.6052, its official start)")
+    logit_scale_max: float | None = option(None, "clamp of the three log-temperatures; none = official (no clamp)")
+    freeze: list[str] = option([], "comma-separated regexes of parameter names to freeze")
+    tiny_width: int = option(64, "init_from tiny: hidden width", min=1)
+    tiny_layers: int = option(2, "init_from tiny: layers per tower", min=1)
+    tiny_patch: int = option(8, "init_from tiny: patch size", min=1)
+    patch_budgets: list[int] = option(PATCH_BUDGETS, "fgclip2: NaFlex patch budgets; each batch takes the smallest "
+                                      "that holds its largest image's native grid (official rule)", min=1)
     # data
-    data_path: str = ""                   # stage1 pairs or FineHARD (file, .txt list or directory)
-    data_format: str = "auto"             # auto (stage1: pairs, stage2: finehard) | pairs | finehard
-    image_root: str = ""
-    strip_prefixes: list[str] = field(default_factory=lambda: ["grit-20m/data-12m/"])
-    image_size: int = 224
-    max_boxes: int = 4
-    short_prefix: str = "a photo of "
-    on_bad_record: str = "skip"           # error | skip
-    truncation: str = "truncate"          # error | truncate
-    num_workers: int = 4
-    eval_data: str = ""                   # FineHARD-format split (synthetic val) for periodic hard-negative accuracy
-    eval_image_root: str = ""
-    eval_every: int = 0
-    eval_limit: int = 512
-    # optimisation
-    micro_batch_size: int = 512
-    grad_accum: int = 1
-    max_steps: int = -1                   # -1: one pass over `epochs`
-    epochs: float = 1.0
-    lr: float = 1e-6
-    text_lr: float | None = None          # optional separate lr for text_model.* (official `text_model_lr`)
-    weight_decay: float = 0.001
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    precision: str = "auto"               # auto (bf16 where supported) | bf16 | fp32
-    zero_stage: int = 2
-    deepspeed_config: str | None = None   # JSON file; our values fill batch size, accumulation, clipping, bf16
-    seed: int = 42
-    # output
-    output_dir: str = "runs/clip"
-    resume: str = ""                      # "" | auto | path to a checkpoint dir
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    peak_tflops: float = 0.0              # per device, for MFU; 0 = 989 (H100 dense bf16) on GPU, skip on CPU
+    data_format: str = option("auto", "auto = pairs for stage1, finehard for stage2",
+                              choices=("auto", "pairs", "finehard"))
+    strip_prefixes: list[str] = option(["grit-20m/data-12m/"], "prefixes removed from image paths in the data")
+    image_size: int = option(224, "input resolution", min=1)
+    max_boxes: int = option(4, "boxes per image in stage 2", min=1)
+    short_prefix: str = option("a photo of ", "prepended to short captions")
+    truncation: str = option("truncate", "captions longer than the text tower: cut and count, or stop",
+                             choices=("error", "truncate"))
+    eval_data: str = option("", "FineHARD-format split for periodic hard-negative accuracy ('' = none)")
+    eval_image_root: str = option("", "image root of eval_data ('' = paths as written in it)")
+    eval_every: int = option(0, "optimizer steps between periodic evaluations; 0 = off", min=0)
+    eval_limit: int = option(512, "records of eval_data scored per evaluation", min=1)
+    # optimisation (official stage-2 recipe)
+    micro_batch_size: int = option(512, "samples per rank per forward pass", min=1)
+    lr: float = option(1e-6, "peak learning rate (AdamW, warmup then cosine)", min=0.0)
+    text_lr: float | None = option(None, "separate lr for text_model.* (official text_model_lr); none = lr",
+                                   min=0.0)
+    weight_decay: float = option(0.001, "AdamW weight decay (norms, biases and temperatures excluded)", min=0.0)
+    warmup_steps: int = option(200, "linear warmup steps", min=0)
+    min_lr_ratio: float = option(0.0, "cosine floor as a fraction of lr", min=0.0, max=1.0)
+    output_dir: str = option("runs/clip", "where the model (hf/), checkpoints, metrics.jsonl and logs go")
 
     def validate(self) -> None:
-        if self.deepspeed_config:
-            try:
-                resolve_deepspeed_json(self.deepspeed_config)
-            except PresetError as error:
-                raise ConfigError(f"config key 'deepspeed_config': {error}") from None
-        if self.stage not in STAGES:
-            raise ConfigError(f"config key 'stage': {self.stage!r} is not one of {STAGES}")
-        if self.on_bad_record not in {"error", "skip"}:
-            raise ConfigError(f"config key 'on_bad_record': {self.on_bad_record!r} is not error|skip")
-        if self.truncation not in {"error", "truncate"}:
-            raise ConfigError(f"config key 'truncation': {self.truncation!r} is not error|truncate")
-        if not self.data_path:
-            raise ConfigError("config key 'data_path' is required")
-        if not Path(self.data_path).exists():
-            raise ConfigError(f"config key 'data_path': {self.data_path} does not exist")
+        super().validate()
+        if self.model == "fgclip2" and self.logit_scale_max is not None:
+            raise ConfigError("config key 'logit_scale_max': FG-CLIP 2 trains its temperatures unclamped, as the "
+                              "official trainer does; leave it unset (null) for model: fgclip2")
+        if not self.patch_budgets:
+            raise ConfigError("config key 'patch_budgets': needs at least one patch budget")
         if self.eval_data and not Path(self.eval_data).exists():
             raise ConfigError(f"config key 'eval_data': {self.eval_data} does not exist")
-        if self.data_format not in {"auto", "pairs", "finehard"}:
-            raise ConfigError(f"config key 'data_format': {self.data_format!r} is not auto|pairs|finehard")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ConfigError(f"config key 'zero_stage': {self.zero_stage} is not 0-3")
-        if len(self.betas) != 2:
-            raise ConfigError(f"config key 'betas': expected two values, got {self.betas}")
 
     @property
     def regional(self) -> bool:

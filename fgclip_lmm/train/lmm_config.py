@@ -1,69 +1,45 @@
-"""`LmmTrainConfig`: the LLaVA-style instruction-tuning knobs in one typed, flat dataclass (presets in train_lmm/)."""
+"""`LmmTrainConfig`: the LLaVA-style instruction-tuning knobs in one typed, flat dataclass (presets in
+fgclip_lmm/presets/lmm/)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..presets import PresetError, resolve_deepspeed_json
-from .config_io import ConfigError
+from ..lmm.templates import TEMPLATES
+from .common_config import TrainConfig
+from .config_io import ConfigError, option
 
 STAGES = ("align", "finetune")
 TUNINGS = ("frozen", "full", "lora")
 
 
 @dataclass
-class LmmTrainConfig:
-    stage: str = "finetune"             # align: projector only, plain template; finetune: LLM full or LoRA
-    model: str = ""                     # an assembled LMM dir (`fgclip-lmm assemble`) or the previous stage's hf/
-    template: str = "auto"              # auto: plain for align, the assembled template for finetune
-    llm_tuning: str = "full"            # finetune: full | lora (align forces frozen)
-    tower_tuning: str = "frozen"        # frozen | full | lora
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    data_path: str = ""                 # LLaVA JSON (file, .txt list or directory)
-    image_root: str = ""
-    on_bad_record: str = "skip"
-    model_max_length: int = 2048
-    group_by_modality_length: bool = True
-    num_workers: int = 4
-    micro_batch_size: int = 16
-    grad_accum: int = 1
-    max_steps: int = -1
-    epochs: float = 1.0
-    lr: float = 2e-5
-    projector_lr: float | None = None   # LoRA recipe: 2e-5 for the projector while the adapters use 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    grad_clip: float = 1.0
-    gradient_checkpointing: bool = True
-    precision: str = "auto"
-    zero_stage: int = 3
-    deepspeed_config: str | None = None
-    seed: int = 42
-    output_dir: str = "runs/lmm"
-    resume: str = ""
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    peak_tflops: float = 0.0
+class LmmTrainConfig(TrainConfig):
+    stage: str = option("finetune", "align: projector only, plain template; finetune: LLM full or LoRA",
+                        choices=STAGES)
+    model: str = option("", "an assembled LMM dir (`fgclip-lmm assemble`) or the previous stage's hf/")
+    template: str = option("auto", "conversation template; auto = plain for align, the assembled one for finetune",
+                           choices=("auto", *TEMPLATES))
+    llm_tuning: str = option("full", "finetune: how the LLM trains (align always freezes it)", choices=TUNINGS)
+    tower_tuning: str = option("frozen", "how the vision tower trains", choices=TUNINGS)
+    lora_r: int = option(128, "LoRA rank", min=1)
+    lora_alpha: int = option(256, "LoRA alpha", min=1)
+    lora_dropout: float = option(0.05, "LoRA dropout", min=0.0, max=1.0)
+    model_max_length: int = option(2048, "tokens per sample; longer conversations are cut (counted as truncated)",
+                                   min=1)
+    group_by_modality_length: bool = option(True, "batch image and text-only samples apart, by similar length")
+    projector_lr: float | None = option(None, "separate lr for the projector (LoRA recipe: 2e-5); none = lr",
+                                        min=0.0)
+    warmup_ratio: float = option(0.03, "linear warmup as a fraction of the steps", min=0.0, max=1.0)
+    zero_stage: int = option(3, "DeepSpeed ZeRO stage (LoRA runs use 2)", choices=(0, 1, 2, 3))
+    output_dir: str = option("runs/lmm", "where the model (hf/), checkpoints, metrics.jsonl and logs go")
 
     def validate(self) -> None:
-        if self.deepspeed_config:
-            try:
-                resolve_deepspeed_json(self.deepspeed_config)
-            except PresetError as error:
-                raise ConfigError(f"config key 'deepspeed_config': {error}") from None
-        if self.stage not in STAGES:
-            raise ConfigError(f"config key 'stage': {self.stage!r} is not one of {STAGES}")
-        for key in ("llm_tuning", "tower_tuning"):
-            if getattr(self, key) not in TUNINGS:
-                raise ConfigError(f"config key {key!r}: {getattr(self, key)!r} is not one of {TUNINGS}")
-        for key in ("model", "data_path"):
-            if not getattr(self, key):
-                raise ConfigError(f"config key {key!r} is required")
-            if not Path(getattr(self, key)).exists():
-                raise ConfigError(f"config key {key!r}: {getattr(self, key)} does not exist")
+        super().validate()
+        if not self.model:
+            raise ConfigError("config key 'model' is required")
+        if not Path(self.model).exists():
+            raise ConfigError(f"config key 'model': {self.model} does not exist")
         if self.zero_stage == 3 and "lora" in (self.llm_tuning, self.tower_tuning):
             raise ConfigError("config key 'zero_stage': LoRA runs use ZeRO-2 here (QLoRA/LoRA recipes use zero2)")
 

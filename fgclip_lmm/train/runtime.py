@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
-from pathlib import Path
 
 import torch
 
@@ -118,35 +116,3 @@ def deepspeed_config(base_json: str | None, zero_stage: int, micro_batch: int, g
     config["bf16"] = {"enabled": bf16}
     config["fp16"] = {"enabled": False}  # FG-CLIP's README: fp16 gives NaN gradients
     return config
-
-
-def run_trainer(config_cls, argv: list[str] | None, presets: str, train) -> int:
-    """CLI body shared by both trainers: config -> train -> a result marker -> exit without teardown."""
-    from .config_io import ConfigError, describe, load_config
-
-    argv = list(argv or [])
-    if {"-h", "--help"} & set(argv):
-        print(describe(config_cls, presets))
-        return 0
-    try:
-        config = load_config(config_cls, argv, presets)
-    except ConfigError as error:  # fail before any process group or model exists, naming the key
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    final = train(config)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"FGCLIP_TRAIN_DONE {final}", flush=True)
-    hard_exit(0)
-    return 0
-
-
-def fault_injection_step() -> int:
-    """FGCLIP_FAULT_KILL_AT_STEP=N makes a trainer SIGKILL itself after step N (resume tests); 0 = off."""
-    return int(os.environ.get("FGCLIP_FAULT_KILL_AT_STEP", "0"))
-
-
-def hard_exit(code: int = 0) -> None:
-    """Exit without interpreter teardown: DeepSpeed/gloo sometimes abort at exit after the work is done."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

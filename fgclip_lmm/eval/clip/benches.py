@@ -55,11 +55,12 @@ def box_image_mask(boxes, policy: BadRecordPolicy) -> torch.Tensor:
     return prepare_images(boxes.images, _image_records(boxes.box_image, boxes.records, len(boxes.images)), policy)
 
 
-def classifier(encoder: ClipEncoder, classnames: list[str], templates: TemplateSet) -> torch.Tensor:
-    """(C, P) class embeddings: every distinct prompt encoded once on the short path, then template-averaged."""
+def classifier(encoder: ClipEncoder, classnames: list[str], templates: TemplateSet, region: bool) -> torch.Tensor:
+    """(C, P) class embeddings: every distinct prompt encoded once on the short path (FG-CLIP 2: the box walk when
+    the classes are matched against boxes, `region`), then template-averaged."""
     prompts = templates.prompts(classnames)
     distinct, inverse = unique(prompts)
-    feats = encoder.text_features(distinct, long=False, field_name="class_prompt")
+    feats = encoder.text_features(distinct, long=False, field_name="class_prompt", region=region)
     return class_embeddings(feats[inverse], len(classnames), len(templates.templates))
 
 
@@ -68,7 +69,7 @@ def run_fgovd(encoder: ClipEncoder, data: FGOVDData, image_ok: torch.Tensor) -> 
     width = 1 + int(n_neg.max())
     texts = [t for pos, negs in zip(data.positives, data.negatives) for t in (pos, *negs)]
     distinct, inverse = unique(texts)
-    text_feats = encoder.text_features(distinct, long=False, field_name="fgovd_expression")
+    text_feats = encoder.text_features(distinct, long=False, field_name="fgovd_expression", region=True)
     # Scatter each row's flattened [pos, negs...] ids into a (K, width) table padded with -1.
     per_row = n_neg + 1
     row = torch.repeat_interleave(torch.arange(len(per_row)), per_row)
@@ -102,7 +103,7 @@ def run_fgovd(encoder: ClipEncoder, data: FGOVDData, image_ok: torch.Tensor) -> 
 
 
 def run_boxcls(encoder: ClipEncoder, data: BoxClsData, image_ok: torch.Tensor, templates: TemplateSet) -> BenchResult:
-    weights = classifier(encoder, data.classnames, templates)
+    weights = classifier(encoder, data.classnames, templates, region=True)
     box_feats, ok = encoder.box_features(data.boxes, image_ok)
     labels = torch.tensor(data.labels, dtype=torch.long)[ok]
     ranks = topk_ranks(FGOVD_SCALE * box_feats[ok] @ weights.T, labels)
@@ -139,7 +140,7 @@ def run_retrieval(encoder: ClipEncoder, data: RetrievalData, image_ok: torch.Ten
 
 
 def run_zeroshot(encoder: ClipEncoder, data: ZeroShotData, image_ok: torch.Tensor, templates: TemplateSet) -> BenchResult:
-    weights = classifier(encoder, data.classnames, templates)
+    weights = classifier(encoder, data.classnames, templates, region=False)
     image_feats, ok = encoder.image_features(data.images, [str(p) for p in data.images], image_ok)
     labels = torch.tensor(data.labels, dtype=torch.long)[ok]
     ranks = topk_ranks(image_feats[ok] @ weights.T, labels)

@@ -9,8 +9,11 @@ boxcls - a COCO `instances_*.json`; retrieval - a ShareGPT4V JSON, a DCI annotat
 `captions_*.json`; zeroshot - an ImageFolder root. A synthetic-world root (a directory with `manifest.json`,
 written by `fgclip-lmm synth`) is resolved through its manifest. Results go to OUT/<bench>.json and
 OUT/<bench>.md (and the table to stdout). Every input problem is reported before the model is loaded where it
-can be (missing checkpoint, wrong format, missing image); `--on-bad-record skip` counts and drops bad records
-instead, and the report states the counts.
+can be (missing checkpoint, unwritable OUT, wrong format, missing image); `--on-bad-record skip` counts and drops
+bad records instead: the counts and the first messages per reason are printed at the end (and before a "no usable
+records" error) and written to OUT/bad_records.json. FG-CLIP 2 checkpoints run the official FG-CLIP 2 protocol
+(NaFlex image sizes, box walk for region phrases, long walk at 196, tokenizer attention masks; `encode_fgclip2.py`),
+and the report states it.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
+from fgclip_lmm.data.bad_records import BadRecordPolicy
+from fgclip_lmm.errors import InputError, require_writable_dir, run_command
 
 from .benches import (
     BenchResult,
@@ -33,13 +37,13 @@ from .benches import (
     run_zeroshot,
 )
 from .encode import (
-    ClipEncoder,
     EncoderSettings,
     check_model_path,
     default_device,
     dtype_of,
     has_tokenizer_files,
     load_checkpoint,
+    make_encoder,
 )
 from .formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
 from .formats_global import RETRIEVAL_FORMATS, read_image_folder, read_retrieval
@@ -47,18 +51,22 @@ from .synth import DataSpec, read_synth_zeroshot, resolve_data
 from .templates import BUILTIN, load_templates
 
 BENCHES = ("fgovd", "boxcls", "retrieval", "zeroshot")
+REPORT_FILE = "bad_records.json"
 SPLIT_ORDER = ("hard", "medium", "easy", "trivial")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fgclip-lmm eval-clip", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="checkpoint directory (ours, official FG-CLIP, OpenAI CLIP) or hub id")
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id: FG-CLIP (ours, official, OpenAI "
+                   "CLIP) or FG-CLIP 2 (ours, official qihoo360/fg-clip2-*, SigLIP 2 NaFlex)")
     p.add_argument("--bench", required=True, choices=BENCHES)
     p.add_argument("--data", required=True, help="data file / directory in the bench's official format, or a synth root")
     p.add_argument("--out", default=None, help="output directory (default runs/eval-clip/<bench>)")
     p.add_argument("--batch-size", type=int, default=32, help="images per vision forward")
     p.add_argument("--text-batch-size", type=int, default=256, help="texts per text forward")
     p.add_argument("--image-size", type=int, default=None, help="squash-resize side; default the checkpoint's own")
+    p.add_argument("--patch-budgets", type=int, nargs="+", default=None,
+                   help="FG-CLIP 2 (NaFlex): per-image patch budgets (default the official 128 256 576 784 1024)")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory when the checkpoint has no tokenizer files")
     p.add_argument("--image-root", default=None, help="directory image paths are relative to (default: per format)")
     p.add_argument("--templates", default="openai80",
@@ -80,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default cuda when available, else cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="larger images are the bad record image_too_large (default 50 MP or $FGCLIP_MAX_IMAGE_PIXELS; "
+                        "0 = no limit)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -89,7 +100,7 @@ def _fgovd_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"--data {path}: no such FG-OVD file or directory")
-    files = sorted(path.glob("*.jsonl"))
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".jsonl" and p.is_file())
     if not files:
         raise DataFormatError(f"{path}: no *.jsonl FG-OVD split files")
     rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
@@ -120,26 +131,46 @@ def read_data(args, spec: DataSpec, policy: BadRecordPolicy):
     return data, prepare_images(data.images, [str(p) for p in data.images], policy), len(data.images)
 
 
-def run(args) -> tuple[BenchResult, dict]:
+def output_dir(args) -> Path:
+    return Path(args.out) if args.out else Path("runs") / "eval-clip" / args.bench
+
+
+def _nothing_left(message: str, policy: BadRecordPolicy, out: Path | None) -> InputError:
+    """Print and write the bad-record report, then the one-line error to raise."""
+    report = policy.report
+    print(report.summary(), file=sys.stderr)
+    where = ""
+    if out is not None:
+        where = f"; report in {report.write_json(out / REPORT_FILE)}"
+    return InputError(f"{message}: {report.one_line()}{where}")
+
+
+def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
+    """Evaluate; `out` (checked writable once the inputs exist) receives the bad-record report on failure."""
     started = time.time()
     settings = EncoderSettings(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
                                image_size=args.image_size, device=args.device or default_device(),
                                dtype=dtype_of(args.dtype), workers=args.workers, truncation=args.truncation,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, max_pixels=args.max_image_pixels,
+                               patch_budgets=tuple(args.patch_budgets) if args.patch_budgets else None)
     if args.batch_size < 1 or args.text_batch_size < 1:
-        raise ValueError("--batch-size and --text-batch-size must be >= 1")
+        raise InputError("--batch-size and --text-batch-size must be >= 1")
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None
     policy = BadRecordPolicy(args.on_bad_record)
     check_model_path(args.model)  # before reading data: a missing checkpoint fails first and fast
     spec = resolve_data(args.bench, Path(args.data).expanduser(), args.synth_set)
+    if not spec.path.exists():
+        raise FileNotFoundError(f"--data {spec.path}: no such file or directory")
+    if out is not None:
+        require_writable_dir(out)  # before any real work: results must have somewhere to go
     data, image_ok, n_records = read_data(args, spec, policy)
     if n_records == 0 or not bool(image_ok.any()):
-        raise DataFormatError(f"--data {args.data}: no usable records ({policy.report.summary()})")
+        raise _nothing_left(f"--data {args.data}: no usable records", policy, out)
     tokenizer_source = args.tokenizer
     if tokenizer_source is None and spec.tokenizer is not None and not has_tokenizer_files(args.model):
         tokenizer_source = str(spec.tokenizer)  # the synthetic world's own CLIP tokenizer
     model, tokenizer = load_checkpoint(args.model, tokenizer_source, settings)
-    encoder = ClipEncoder(model, tokenizer, settings, policy)
+    encoder = make_encoder(model, tokenizer, settings, policy)
     if args.bench == "fgovd":
         result = run_fgovd(encoder, data, image_ok)
     elif args.bench == "boxcls":
@@ -148,16 +179,20 @@ def run(args) -> tuple[BenchResult, dict]:
         result = run_retrieval(encoder, data, image_ok, args.text_path)
     else:
         result = run_zeroshot(encoder, data, image_ok, templates)
+    if not any(row.get("n", 0) for row in result.rows.values()):
+        raise _nothing_left(f"--data {args.data}: nothing was evaluated (every image failed to load)", policy, out)
     report = policy.report
     meta = {
         "bench": args.bench, "model": args.model, "tokenizer": tokenizer_source or args.model,
         "data": [str(s) for s in data.sources], "synth_set": spec.synth_set,
         "settings": {"image_size": encoder.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
                      "device": settings.device, "truncation": args.truncation, "on_bad_record": args.on_bad_record,
-                     "resize": "squash to SxS, bicubic, CLIP mean/std"},
+                     "resize": encoder.resize, "texts": encoder.text_protocol},
         "info": result.info,
         "results": result.rows,
         "skipped": {"total": report.total_skipped, "by_reason": report.skipped, "examples": report.examples},
+        "bad_records": {**report.to_dict(), "truncated": encoder.stats.truncated_texts,
+                        "total_truncated": sum(encoder.stats.truncated_texts.values())},
         "texts": {"unique": encoder.stats.unique_texts, "truncated": encoder.stats.truncated_texts},
         "records_read": n_records,
         "seconds": round(time.time() - started, 3),
@@ -175,7 +210,8 @@ def to_markdown(result: BenchResult, meta: dict) -> str:
     s = meta["settings"]
     data = ", ".join(f"`{d}`" for d in meta["data"])
     info = ", ".join(f"{k} {v}" for k, v in result.info.items() if not isinstance(v, dict))
-    header = f"model `{meta['model']}` · data {data} · image {s['image_size']}px ({s['resize']}) · {info}"
+    image = f"{s['image_size']}px ({s['resize']})" if s["image_size"] else s["resize"]
+    header = f"model `{meta['model']}` · data {data} · image {image} · {s['texts']} · {info}"
     lines = [f"## eval-clip: {result.bench}", "", header, "",
              "| " + " | ".join(["", *result.columns]) + " |", "|" + "---|" * (len(result.columns) + 1)]
     lines += ["| " + " | ".join([name, *(_fmt(row.get(c, "")) for c in result.columns)]) + " |"
@@ -205,6 +241,8 @@ def _json_safe(value):
 
 def write_outputs(result: BenchResult, meta: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_FILE).write_text(json.dumps(meta["bad_records"], indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
     json_path, md_path = out / f"{result.bench}.json", out / f"{result.bench}.md"
     json_path.write_text(json.dumps(_json_safe(meta), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(to_markdown(result, meta), encoding="utf-8")
@@ -212,17 +250,30 @@ def write_outputs(result: BenchResult, meta: dict, out: Path) -> tuple[Path, Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command("eval-clip", _main, list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result, meta = run(args)
-    except (FileNotFoundError, DataFormatError, BadRecordError, ValueError, RuntimeError) as error:
-        print(f"fgclip-lmm eval-clip: error: {error}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path("runs") / "eval-clip" / args.bench
+    out = output_dir(args)
+    result, meta = run(args, out)
     json_path, md_path = write_outputs(result, meta, out)
+    report = meta["bad_records"]
     print(to_markdown(result, meta))
+    if report["total_skipped"] or report["total_truncated"]:
+        print(f"{_report_text(meta)}\nbad-record report: {out / REPORT_FILE}")
     print(f"wrote {json_path} and {md_path}")
     return 0
+
+
+def _report_text(meta: dict) -> str:
+    report = meta["bad_records"]
+    lines = [f"bad records skipped: {report['total_skipped']}"]
+    lines += [f"  {reason}: {count}" for reason, count in report["skipped"].items()]
+    lines += [f"    e.g. {example}" for examples in report["examples"].values() for example in examples]
+    lines.append(f"texts truncated: {sum(meta['texts']['truncated'].values())}")
+    lines += [f"  {field}: {count}" for field, count in meta["texts"]["truncated"].items() if count]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

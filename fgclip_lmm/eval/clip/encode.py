@@ -1,4 +1,5 @@
 """Batched feature extraction for the encoder benchmarks: checkpoint + tokenizer loading, texts, images, boxes.
+(FG-CLIP 2 checkpoints get `encode_fgclip2.FGClip2Encoder`, the official NaFlex protocol, through `make_encoder`.)
 
 - Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length
   so batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted).
@@ -23,9 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
-from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor, load_rgb
+from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor, ImageTooLargeError, load_rgb
 from fgclip_lmm.data.text import encode_texts
-from fgclip_lmm.model import FGCLIPModel
+from fgclip_lmm.errors import InputError, checkpoint_errors
+from fgclip_lmm.model import FGCLIP2Model, FGCLIPModel
 from fgclip_lmm.model.boxes import roi_features
 
 from .formats import BoxTable
@@ -45,6 +47,8 @@ class EncoderSettings:
     workers: int = 0
     truncation: str = "truncate"
     progress: bool = True
+    max_pixels: int | None = None  # pixel budget per image (None: FGCLIP_MAX_IMAGE_PIXELS or 50 MP)
+    patch_budgets: tuple[int, ...] | None = None  # FG-CLIP 2 (NaFlex) only; None = the official 128..1024 list
 
 
 @dataclass
@@ -79,10 +83,9 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings
     """(model, tokenizer); clear errors for a missing checkpoint, a missing tokenizer or mismatched token ids."""
     check_model_path(model)
     path = Path(model).expanduser()
-    try:
-        net = FGCLIPModel.from_pretrained(str(path) if _is_local(model) else model)
-    except (OSError, ValueError) as error:
-        raise RuntimeError(f"--model {model}: could not load the checkpoint: {error}") from error
+    source_model = str(path) if _is_local(model) else model
+    with checkpoint_errors(model):
+        net = model_class(source_model).from_pretrained(source_model)
     from transformers import AutoTokenizer
 
     source = tokenizer
@@ -91,14 +94,36 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings
             raise FileNotFoundError(f"--model {model} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
                                     "pass --tokenizer DIR")
         source = str(path) if _is_local(model) else model
-    tok = AutoTokenizer.from_pretrained(source)
+    with checkpoint_errors(source):
+        tok = AutoTokenizer.from_pretrained(source)
     text_cfg = net.config.text_config
-    if tok.eos_token_id != text_cfg.eos_token_id:
-        raise ValueError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
+    # v1 pools at the first eos, so the tokenizer's eos must be the model's; FG-CLIP 2 pools the last position.
+    if isinstance(net, FGCLIPModel) and tok.eos_token_id != text_cfg.eos_token_id:
+        raise InputError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
                          f"text_config.eos_token_id={text_cfg.eos_token_id}: wrong tokenizer for this checkpoint")
     if len(tok) > text_cfg.vocab_size:
-        raise ValueError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
+        raise InputError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
     return net.to(device=settings.device, dtype=settings.dtype).eval(), tok
+
+
+def model_class(model: str) -> type[FGCLIPModel | FGCLIP2Model]:
+    """`FGCLIP2Model` for FG-CLIP 2 and SigLIP 2 checkpoints (model_type fgclip2 / siglip2), else `FGCLIPModel`."""
+    from fgclip_lmm.model.convert import FGCLIP2_MODEL_TYPES
+    from fgclip_lmm.model.loading import read_config, resolve_checkpoint_dir
+
+    model_type = read_config(resolve_checkpoint_dir(model)).get("model_type")
+    return FGCLIP2Model if model_type in FGCLIP2_MODEL_TYPES else FGCLIPModel
+
+
+def make_encoder(model, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy) -> ClipEncoder:
+    """The feature extractor of the model's family (FG-CLIP 2: NaFlex images, walks and masks, see encode_fgclip2)."""
+    if isinstance(model, FGCLIP2Model):
+        from .encode_fgclip2 import FGClip2Encoder
+
+        return FGClip2Encoder(model, tokenizer, settings, policy)
+    if settings.patch_budgets is not None:
+        raise InputError("--patch-budgets applies to FG-CLIP 2 (NaFlex) checkpoints only")
+    return ClipEncoder(model, tokenizer, settings, policy)
 
 
 def unique(texts: list[str]) -> tuple[list[str], torch.Tensor]:
@@ -111,8 +136,8 @@ def unique(texts: list[str]) -> tuple[list[str], torch.Tensor]:
 class _ImageFiles(Dataset):
     """Decoded + preprocessed images; a failure is returned (not raised) so the policy can handle it."""
 
-    def __init__(self, paths: list[Path], indices: list[int], preprocessor: ImagePreprocessor):
-        self.paths, self.indices, self.preprocessor = paths, indices, preprocessor
+    def __init__(self, paths: list[Path], indices: list[int], prepare, max_pixels: int | None = None):
+        self.paths, self.indices, self.prepare, self.max_pixels = paths, indices, prepare, max_pixels
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,10 +145,12 @@ class _ImageFiles(Dataset):
     def __getitem__(self, item: int):
         index = self.indices[item]
         try:
-            image = load_rgb(self.paths[index])
-            return index, self.preprocessor(image), image.size, None
+            image = load_rgb(self.paths[index], self.max_pixels)
+            return index, self.prepare(image), image.size, None
+        except ImageTooLargeError as error:
+            return index, None, (0, 0), (BadReason.IMAGE_TOO_LARGE, str(error))
         except Exception as error:  # noqa: BLE001 - any decoder failure is a bad record, reported with its type
-            return index, None, (0, 0), f"{type(error).__name__}: {error}"
+            return index, None, (0, 0), (BadReason.CORRUPT_IMAGE, f"{type(error).__name__}: {error}")
 
 
 def _collate(items):
@@ -131,26 +158,55 @@ def _collate(items):
 
 
 class ClipEncoder:
-    """Normalised text, image and box features from one FG-CLIP checkpoint."""
+    """Normalised text, image and box features from one FG-CLIP checkpoint.
+
+    Model-family hooks (`encode_fgclip2.FGClip2Encoder` overrides them): `prepare` (one decoded image -> model
+    input), `stack` (inputs -> a batch), `global_features` / `dense_features` (batch -> features), `feature_dim`,
+    `text_features`, and the protocol lines the report states (`resize`, `text_protocol`).
+    """
+
+    resize = "squash to SxS, bicubic, CLIP mean/std"
+    text_protocol = "short texts on the 77-token path, long on the 248-token path, padded to the batch's longest"
 
     def __init__(self, model: FGCLIPModel, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy):
         self.model, self.tokenizer, self.settings, self.policy = model, tokenizer, settings, policy
         native = model.config.vision_config.image_size
         size = settings.image_size or native
         if size != native:
-            raise ValueError(f"--image-size {size} differs from the checkpoint's vision image_size {native}: its "
+            raise InputError(f"--image-size {size} differs from the checkpoint's vision image_size {native}: its "
                              f"position table is for {native}x{native} (FG-CLIP large evaluates at 336)")
         self.image_size = size
         self.preprocessor = ImagePreprocessor(ImageConfig(size=size))
         self.stats = EncodeStats()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.projection_dim
+
+    def prepare(self, image):
+        return self.preprocessor(image)
+
+    def stack(self, items: list):
+        return torch.stack(items)
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.to(self.settings.device, self.settings.dtype)
+
+    def global_features(self, batch) -> torch.Tensor:
+        return self.model.get_image_features(self._to_device(batch))
+
+    def box_pool(self, batch, rois: torch.Tensor) -> torch.Tensor:
+        """(K, D) RoIAlign features of (K, 5) normalised rois [row in batch, x1, y1, x2, y2] of a batch."""
+        return roi_features(self.model.get_image_dense_features(self._to_device(batch)), rois)
 
     def _bar(self, total: int, desc: str):
         return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, disable=not self.settings.progress,
                     dynamic_ncols=True, leave=False)
 
     @torch.inference_mode()
-    def text_features(self, texts: list[str], long: bool, field_name: str) -> torch.Tensor:
-        """(N, P) normalised features of distinct `texts` on the long (248) or short (77) path."""
+    def text_features(self, texts: list[str], long: bool, field_name: str, region: bool = False) -> torch.Tensor:
+        """(N, P) normalised features of distinct `texts` on the long (248) or short (77) path; `region` (phrases
+        matched against box features) changes nothing for v1, which has one short path."""
         cfg = self.model.config
         max_length = cfg.long_max_len if long else cfg.short_max_len
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
@@ -170,12 +226,13 @@ class ClipEncoder:
         return out
 
     def _image_batches(self, paths: list[Path], records: list[str], desc: str, keep: torch.Tensor | None):
-        """Yield (image positions (b,), pixels (b, 3, S, S), decoded sizes (b, 2)) for the loadable images.
+        """Yield (image positions (b,), the `stack`ed batch, decoded sizes (b, 2)) for the loadable images.
 
         `keep` (N,) bool leaves out images already rejected (missing files), without touching them again.
         """
         indices = list(range(len(paths))) if keep is None else keep.nonzero().flatten().tolist()
-        loader = DataLoader(_ImageFiles(paths, indices, self.preprocessor), batch_size=self.settings.batch_size,
+        loader = DataLoader(_ImageFiles(paths, indices, self.prepare, self.settings.max_pixels),
+                            batch_size=self.settings.batch_size,
                             num_workers=self.settings.workers, collate_fn=_collate)
         with self._bar(len(indices), desc) as bar:
             for items in loader:
@@ -184,21 +241,22 @@ class ClipEncoder:
                     if error is None:
                         good.append((index, pixels, size))
                         continue
-                    self.policy.reject(BadReason.CORRUPT_IMAGE, str(paths[index]), None, None,
-                                       f"cannot load image ({error}); used by {records[index]}")
+                    reason, message = error
+                    self.policy.reject(reason, str(paths[index]), None, None,
+                                       f"cannot load image ({message}); used by {records[index]}")
                 bar.update(len(items))
                 if good:
-                    yield (torch.tensor([g[0] for g in good]), torch.stack([g[1] for g in good]),
+                    yield (torch.tensor([g[0] for g in good]), self.stack([g[1] for g in good]),
                            torch.tensor([g[2] for g in good], dtype=torch.float32))
 
     @torch.inference_mode()
     def image_features(self, paths: list[Path], records: list[str],
                        keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, P) normalised global features and an (N,) mask of the images that loaded."""
-        feats = torch.zeros(len(paths), self.model.config.projection_dim)
+        feats = torch.zeros(len(paths), self.feature_dim)
         ok = torch.zeros(len(paths), dtype=torch.bool)
         for pos, pixels, _ in self._image_batches(paths, records, "images", keep):
-            out = self.model.get_image_features(pixels.to(self.settings.device, self.settings.dtype))
+            out = self.global_features(pixels)
             feats[pos] = normalize(out.float(), dim=-1).cpu()
             ok[pos] = True
         return feats, ok
@@ -216,7 +274,7 @@ class ClipEncoder:
         order = torch.argsort(box_image, stable=True)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long),
                              torch.bincount(box_image, minlength=len(table.images)).cumsum(0)])
-        feats = torch.zeros(k, self.model.config.projection_dim)
+        feats = torch.zeros(k, self.feature_dim)
         ok = torch.zeros(k, dtype=torch.bool)
         image_records = [table.records[i] for i in self._first_box(box_image, len(table.images))]
         for pos, pixels, sizes in self._image_batches(table.images, image_records, "images (boxes)", keep):
@@ -238,9 +296,8 @@ class ClipEncoder:
             boxes, rows, xyxy = boxes[area_ok], rows[area_ok], xyxy[area_ok]
             if not len(boxes):
                 continue
-            dense = self.model.get_image_dense_features(pixels.to(self.settings.device, self.settings.dtype))
             rois = torch.cat([rows[:, None].double(), xyxy], 1).float()
-            feats[boxes] = normalize(roi_features(dense, rois).float(), dim=-1).cpu()
+            feats[boxes] = normalize(self.box_pool(pixels, rois).float(), dim=-1).cpu()
             ok[boxes] = True
         return feats, ok
 
@@ -263,7 +320,7 @@ def check_images_exist(paths: list[Path], records: list[str], policy: BadRecordP
 def dtype_of(name: str) -> torch.dtype:
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in table:
-        raise ValueError(f"--dtype {name!r}: choose one of {', '.join(table)}")
+        raise InputError(f"--dtype {name!r}: choose one of {', '.join(table)}")
     return table[name]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
 from fgclip_lmm.data.records_io import read_records
+from fgclip_lmm.errors import FGClipError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 FGOVD_SPLITS = {"1_attributes": "hard", "h_attributes": "hard", "2_attributes": "medium", "m_attributes": "medium",
@@ -27,7 +28,7 @@ FGOVD_SPLITS = {"1_attributes": "hard", "h_attributes": "hard", "2_attributes": 
 FGOVD_MAX_NEGATIVES = 10
 
 
-class DataFormatError(ValueError):
+class DataFormatError(FGClipError, ValueError):
     """A data file that is not in the expected format at all (raised whatever the bad-record policy)."""
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy
+from fgclip_lmm.errors import InputError
 
 from .formats import (
     IMAGE_SUFFIXES,
@@ -141,7 +142,7 @@ def read_retrieval(path: Path, fmt: str, image_root: Path | None, policy: BadRec
         return read_dci(path, image_root, policy, max_items)
     if fmt == "coco":
         return read_coco_captions(path, image_root, policy, max_items, captions_per_image)
-    raise ValueError(f"unknown retrieval format {fmt!r}; known: auto, {', '.join(RETRIEVAL_FORMATS)}")
+    raise InputError(f"unknown retrieval format {fmt!r}; known: auto, {', '.join(RETRIEVAL_FORMATS)}")
 
 
 def _class_names(mapping: Path | None, dirs: list[str]) -> list[str]:

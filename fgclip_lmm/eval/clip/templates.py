@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fgclip_lmm.errors import InputError
+
 OPENAI_IMAGENET_80: tuple[str, ...] = (
     "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
     "a low resolution photo of the {}.", "a rendering of a {}.", "graffiti of a {}.", "a bad photo of the {}.",
@@ -69,9 +71,9 @@ def load_templates(spec: str) -> TemplateSet:
         if not line:
             continue
         if line.count("{}") != 1 or line.replace("{}", "").count("{") or line.replace("{}", "").count("}"):
-            raise ValueError(f"{path} line {line_no}: template {line!r} must contain the class slot '{{}}' exactly once "
+            raise InputError(f"{path} line {line_no}: template {line!r} must contain the class slot '{{}}' exactly once "
                              "and no other braces")
         templates.append(line)
     if not templates:
-        raise ValueError(f"{path}: no templates (one per line, each containing '{{}}')")
+        raise InputError(f"{path}: no templates (one per line, each containing '{{}}')")
     return TemplateSet(path.name, tuple(templates))

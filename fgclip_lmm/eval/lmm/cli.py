@@ -31,20 +31,22 @@ The plugin alone, through lmms-eval's own CLI (the `fgclip_llava` entry point):
 
 Outputs in `--out`: `eval_lmm.json` (report + lmms-eval results + config), `eval_lmm.md` (tables),
 `samples_<task>.jsonl` (every question, answer and score) and `yes_no_scores.jsonl` (P(yes)/P(no) per question).
-Bad input (missing checkpoint, unknown task, malformed task data, odd `--limit` on pair tasks) fails with a clear
-message before any model is loaded.
+Bad input (unwritable `--out`, missing checkpoint, unknown task, malformed task data, odd `--limit` on pair tasks)
+fails with a one-line message before any model is loaded. An interrupted run resumes: answers are saved under
+`OUT/cache/` as they finish (per model and settings, `eval/lmm/cache.py`), so a rerun computes only the rest;
+`--fresh` recomputes everything. The header of `eval_lmm.json` says how many answers came from the cache.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fgclip_lmm.errors import InputError, require_writable_dir, run_command
 from fgclip_lmm.eval.lmm.tasks_dir import (
     HUB_DIR,
     SYNTHETIC_DIR,
@@ -58,9 +60,10 @@ from fgclip_lmm.eval.lmm.tasks_dir import (
 )
 
 PAIR_TASK_PREFIXES = ("fgclip_attr", "mme")
+CACHE_DIR = "cache"  # answered requests, per model + settings (resume after an interruption)
 
 
-class EvalInputError(ValueError):
+class EvalInputError(InputError):
     """Bad command-line input, reported before evaluation starts."""
 
 
@@ -78,6 +81,7 @@ class EvalLmmArgs:
     yes_no_rule: str = "llava"
     seed: int = 0
     verbosity: str = "WARNING"
+    fresh: bool = False  # ignore (delete) answers cached by an earlier, interrupted run
 
 
 def parse_args(argv: list[str]) -> EvalLmmArgs:
@@ -95,10 +99,12 @@ def parse_args(argv: list[str]) -> EvalLmmArgs:
                    help="llava: no/not in the first sentence = no, else yes; strict: neither = unparsed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbosity", default="WARNING", help="lmms-eval log level")
+    p.add_argument("--fresh", action="store_true",
+                   help=f"recompute every answer (default: reuse those cached in OUT/{CACHE_DIR} by an earlier run)")
     a = p.parse_args(argv)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     return EvalLmmArgs(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
-                       a.yes_no_rule, a.seed, a.verbosity)
+                       a.yes_no_rule, a.seed, a.verbosity, a.fresh)
 
 
 def _task_dirs(args: EvalLmmArgs) -> list[Path]:
@@ -184,18 +190,22 @@ def _expand(names: list[str], task_manager: Any) -> list[str]:
     return out
 
 
-def gather_from_ranks(model: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Every rank's P(yes)/P(no) records (one per task and doc) and summed feature-cache counters."""
+def gather_from_ranks(model: Any) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
+    """Every rank's P(yes)/P(no) records (one per task and doc), summed feature-cache counters and summed
+    response-cache counters (requests answered from disk / computed)."""
     local = [{**asdict(s), "yes_prob": s.yes_prob} for s in model.yes_no_scores.values()]
-    parts = [(local, model.feature_cache.stats.as_dict())]
+    responses = model.response_cache.stats.as_dict() if model.response_cache is not None else {}
+    mine = (local, model.feature_cache.stats.as_dict(), responses)
+    parts = [mine]
     if model.world_size > 1:
         import torch.distributed as dist
 
         parts = [None] * model.world_size  # type: ignore[list-item]
-        dist.all_gather_object(parts, (local, model.feature_cache.stats.as_dict()))
-    unique = {(r["task"], r["doc_id"]): r for records, _ in parts for r in records}  # rank padding repeats requests
-    cache = {key: sum(stats[key] for _, stats in parts) for key in parts[0][1]}
-    return [unique[k] for k in sorted(unique)], cache
+        dist.all_gather_object(parts, mine)
+    unique = {(r["task"], r["doc_id"]): r for records, _, _ in parts for r in records}  # rank padding repeats
+    cache = {key: sum(stats[key] for _, stats, _ in parts) for key in parts[0][1]}
+    answered = {key: sum(stats[key] for _, _, stats in parts) for key in parts[0][2]}
+    return [unique[k] for k in sorted(unique)], cache, answered
 
 
 def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], header: dict[str, Any],
@@ -231,31 +241,35 @@ def run(args: EvalLmmArgs) -> dict[str, Any] | None:
     task_manager = TaskManager(verbosity=args.verbosity, include_path=[str(d) for d in task_dirs],
                                include_defaults=not only_local, model_name="fgclip_llava")
     names, aliased = preflight(args, task_manager, task_dirs)
+    cache_dir = args.out / CACHE_DIR
     model = FGClipLlava(pretrained=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                        score_yes_no=args.calibration, yes_no_rule=args.yes_no_rule)
+                        score_yes_no=args.calibration, yes_no_rule=args.yes_no_rule, cache_dir=str(cache_dir),
+                        cache_fresh=args.fresh)
     start = time.perf_counter()
     results = simple_evaluate(model=model, tasks=names, task_manager=task_manager, limit=args.limit,
                               bootstrap_iters=0, log_samples=True, verbosity=args.verbosity,
                               random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed)
     elapsed = time.perf_counter() - start
-    scores, cache = gather_from_ranks(model)
+    scores, cache, answered = gather_from_ranks(model)
     if model.rank != 0 or results is None:
         return None
     report = build_report(results, {(r["task"], r["doc_id"]): r["yes_prob"] for r in scores})
     header = {"model": args.model, "tasks": ",".join(names), "aliases": aliased or None, "limit": args.limit,
               "batch_size": args.batch_size, "yes_no_rule": args.yes_no_rule, "world_size": model.world_size, "seconds": round(elapsed, 2),
-              "feature_cache": cache, "task_dirs": [str(d) for d in task_dirs]}
+              "feature_cache": cache, "response_cache": {**answered, "dir": str(cache_dir)},
+              "task_dirs": [str(d) for d in task_dirs]}
     write_outputs(args.out, results, report, header, scores)
     return report
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(list(argv))
-    try:
-        report = run(args)
-    except EvalInputError as exc:
-        print(f"fgclip-lmm eval-lmm: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("eval-lmm", _main, list(argv))
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    require_writable_dir(args.out)  # before any task, data or model is loaded: results need somewhere to go
+    report = run(args)
     if report is not None:
         print(f"eval-lmm: wrote {args.out / 'eval_lmm.md'} and {args.out / 'eval_lmm.json'}")
     return 0

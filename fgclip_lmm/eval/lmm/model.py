@@ -20,7 +20,9 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
-chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, share_prefix.
+chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
+requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute),
+share_prefix.
 """
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
+from fgclip_lmm.errors import checkpoint_errors
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
+from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts, whole_image_batches
 from fgclip_lmm.eval.lmm.requests import (
@@ -47,6 +51,7 @@ from fgclip_lmm.eval.lmm.requests import (
     build_prompt,
     expand_image_tokens,
     flatten_visuals,
+    rgb_doc,
 )
 from fgclip_lmm.eval.lmm.scoring import ContinuationScoring
 from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower
@@ -89,7 +94,7 @@ def check_checkpoint(pretrained: str) -> None:
         raise ValueError(f"{pretrained} has model_type={model_type!r}; fgclip_llava needs a 'llava' export")
 
 
-class FGClipLlava(ContinuationScoring, lmms):
+class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
     """lmms-eval simple model for HF LLaVA exports (FG-CLIP or CLIP tower); see the module docstring."""
 
     is_simple = True
@@ -99,8 +104,8 @@ class FGClipLlava(ContinuationScoring, lmms):
                  yes_no_tasks: str | None = None, score_yes_no: bool = False, scores_path: str | None = None,
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
-                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None,
-                 share_prefix: bool | str = True, **kwargs: Any) -> None:
+                 loglikelihood_returns: str = "nll", max_batch_size: int | None = None, cache_dir: str | None = None,
+                 cache_fresh: bool = False, share_prefix: bool | str = True, **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -124,11 +129,12 @@ class FGClipLlava(ContinuationScoring, lmms):
         load_kwargs = {"dtype": torch_dtype}
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
-        self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+        with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
+            self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+            self.processor = AutoProcessor.from_pretrained(pretrained)
         # the tower's blocks after vision_feature_layer are never run (bit-identical features; activations stay
         # transformers' own so answers equal the stock path's exactly; the stock forward keeps working)
         prepare_llava_tower(self._model, fuse_activation=False, index_in_config=True)
-        self.processor = AutoProcessor.from_pretrained(pretrained)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -156,6 +162,7 @@ class FGClipLlava(ContinuationScoring, lmms):
         configured = configured if isinstance(configured, list) else [configured]
         self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
+        self.response_cache = self.open_response_cache(cache_dir, fresh=str(cache_fresh).lower() == "true")
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
     @property
@@ -188,7 +195,7 @@ class FGClipLlava(ContinuationScoring, lmms):
 
     # -- preparation ----------------------------------------------------------------------------------------------
     def _doc(self, task: str, split: str, doc_id: int) -> dict[str, Any]:
-        return self.task_dict[task][split][doc_id]
+        return rgb_doc(self.task_dict[task][split][doc_id])  # images decoded as in training (EXIF, alpha)
 
     def _prepare(self, index: int, request: Instance, generation: bool) -> PreparedRequest:
         if generation:
@@ -311,6 +318,7 @@ class FGClipLlava(ContinuationScoring, lmms):
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @cached_requests("generate_until")
     @torch.no_grad()
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         prepared = [self._prepare(i, req, generation=True) for i, req in enumerate(requests)]
@@ -358,6 +366,7 @@ class FGClipLlava(ContinuationScoring, lmms):
             for score in scores:
                 f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
 
+    @cached_requests("loglikelihood")
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Per request: (summed NLL of the continuation after the chat prompt, is it the greedy continuation)."""

@@ -5,6 +5,11 @@ Simple models receive `(context, gen_kwargs, doc_to_visual, doc_id, task, split)
 is built the way lmms-eval's `llava_hf` simple path builds it (llava.md §4.5): one "<image>" per visual in front
 of the context unless the context already places them, a single user turn, and the tokenizer's chat template
 (the project tokenizers carry the Vicuna-v1 template used in training).
+
+Images are decoded the way training decodes them (`fgclip_lmm.data.images.to_rgb`: EXIF orientation applied,
+transparency composited on white): `rgb_doc` converts a document's images before the task's `doc_to_visual`
+sees them (lmms-eval's own `doc_to_visual` functions call `.convert("RGB")`, which would paint transparent
+areas black), and `flatten_visuals` converts whatever `doc_to_visual` returns.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
+
+from fgclip_lmm.data.images import to_rgb
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -98,8 +105,26 @@ def flatten_visuals(visuals: Any, where: str) -> list[Image.Image]:
     for item in flat:
         if not isinstance(item, Image.Image):
             raise TypeError(f"fgclip_llava takes images only; {where} gave a {type(item).__name__} visual")
-        images.append(item.convert("RGB"))
+        images.append(item if _is_plain_rgb(item) else to_rgb(item))
     return images
+
+
+def _is_plain_rgb(image: Image.Image) -> bool:
+    """RGB without an EXIF rotation: nothing for `to_rgb` to do (skips a pixel copy per visual)."""
+    return image.mode == "RGB" and image.getexif().get(0x0112, 1) == 1
+
+
+def rgb_doc(doc: Any) -> Any:
+    """A shallow copy of an lmms-eval document with every PIL image (or list of them) decoded by `to_rgb`."""
+    if not isinstance(doc, dict):
+        return doc
+    out = dict(doc)
+    for key, value in doc.items():
+        if isinstance(value, Image.Image) and not _is_plain_rgb(value):
+            out[key] = to_rgb(value)
+        elif isinstance(value, list) and any(isinstance(v, Image.Image) for v in value):
+            out[key] = [to_rgb(v) if isinstance(v, Image.Image) and not _is_plain_rgb(v) else v for v in value]
+    return out
 
 
 def build_prompt(context: str, n_images: int, tokenizer: Any, image_token: str, chat_template: str) -> str:

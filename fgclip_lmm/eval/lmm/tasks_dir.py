@@ -12,7 +12,6 @@ wrong schema, a non yes/no answer, a broken MME pair or an image that does not d
 from __future__ import annotations
 
 import difflib
-import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
-from PIL import Image
+
+from fgclip_lmm.errors import FGClipError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 SYNTHETIC_DIR = TASKS_DIR / "synthetic"
@@ -31,7 +31,7 @@ POPE_COLUMNS = ("question_id", "question", "answer", "image")
 PAIR_COLUMNS = ("question_id", "question", "answer", "category", "image")
 
 
-class TaskDataError(ValueError):
+class TaskDataError(FGClipError, ValueError):
     """An offline task's data file is missing or not in the expected format."""
 
 
@@ -85,15 +85,19 @@ def _data_files(config: dict[str, Any], yaml_path: Path) -> list[Path]:
 
 
 def _check_image(value: Any, where: str) -> None:
+    from fgclip_lmm.data.images import (
+        load_rgb,  # the loader the plugin decodes with (imports torch: lazily)
+    )
+
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
     else:
         data, path = (value, None) if isinstance(value, bytes) else (None, value)
     try:
         if data is not None:
-            Image.open(io.BytesIO(data)).load()
+            load_rgb(bytes(data))
         elif path:
-            Image.open(path).load()
+            load_rgb(path)
         else:
             raise ValueError("no bytes and no path")
     except Exception as exc:  # PIL raises many types for corrupt data
