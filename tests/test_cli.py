@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fgclip_lmm.cli import COMMANDS
 from fgclip_lmm.cli import main as cli_main
-from fgclip_lmm.data.tokenizers import train_llm_tokenizer
 
 TRAINERS = {"train-clip", "train-lmm"}
 HEAVY = ("torch", "transformers", "deepspeed", "lmms_eval", "accelerate", "peft")
@@ -65,12 +64,9 @@ def test_help_and_argument_errors_import_no_heavy_library() -> None:
     assert "tiny-llm" in report[0]["out"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tok")
-    texts = ["a red cube on the left", "is there a blue sphere? yes", "how many shapes? three"] * 8
-    train_llm_tokenizer(texts, out, vocab_size=300)
-    return out
+@pytest.fixture()
+def tokenizer_dir(tiny_llama: Path) -> Path:
+    return tiny_llama  # the session's tiny Llama directory holds its Llama-style tokenizer
 
 
 def test_tiny_llm_is_a_random_llama_over_the_tokenizer(tokenizer_dir: Path, tmp_path: Path, capsys) -> None:

@@ -11,13 +11,18 @@ from lmms_eval.models import get_model
 
 from fgclip_lmm.eval.lmm.cli import DEFAULT_BATCH_SIZE, main, parse_args
 from fgclip_lmm.eval.lmm.model import FGClipLlava
-from fgclip_lmm.eval.lmm.provenance import WORLD_FILE, lmms_eval_commands, world_line, world_record
+from fgclip_lmm.eval.lmm.provenance import (
+    WORLD_FILE,
+    lmms_eval_commands,
+    world_line,
+    world_record,
+)
 from fgclip_lmm.eval.lmm.tasks_dir import HUB_DIR, SYNTHETIC_DIR
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def tiny_export(tiny_llava_export: Path) -> Path:
-    return tiny_llava_export  # the session's tiny LLaVA export (tests/conftest.py)
+    return tiny_llava_export  # the session's tiny LLaVA export (read-only: eval-lmm writes under tmp_path)
 
 
 def test_model_args_batch_size_wins_over_lmms_eval_flag(tiny_export: Path) -> None:

@@ -16,7 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fgclip_lmm.model.convert import FGCLIP2_MODEL_TYPES, convert_checkpoint, convert_fgclip2_checkpoint
+    from fgclip_lmm.model.convert import (
+        FGCLIP2_MODEL_TYPES,
+        convert_checkpoint,
+        convert_fgclip2_checkpoint,
+    )
     from fgclip_lmm.model.loading import read_config, resolve_checkpoint_dir
 
     fgclip2 = read_config(resolve_checkpoint_dir(args.src)).get("model_type") in FGCLIP2_MODEL_TYPES

@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from fgclip_lmm.data.synth.generate import SynthConfig, generate  # torch: only after the arguments parse
+    from fgclip_lmm.data.synth.generate import (  # torch: only after the arguments parse
+        SynthConfig,
+        generate,
+    )
 
     config = SynthConfig(
         out=args.out,

@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tqdm.auto import tqdm  # the pipeline (torch) is imported only after the arguments parse
+    from tqdm.auto import (
+        tqdm,  # the pipeline (torch) is imported only after the arguments parse
+    )
 
     from .pipeline import DemoPaths, build_stages
     from .stages import StageRunner

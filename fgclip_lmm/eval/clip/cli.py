@@ -139,10 +139,16 @@ def _nothing_left(message: str, policy: BadRecordPolicy, out: Path | None) -> In
 
 def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
     """Evaluate; `out` (checked writable once the inputs exist) receives the bad-record report on failure."""
-    from .benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
     from fgclip_lmm.devices import pick_device, torch_dtype
 
-    from .encode import EncoderConfig, check_model_path, has_tokenizer_files, load_checkpoint, make_encoder
+    from .benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
+    from .encode import (
+        EncoderConfig,
+        check_model_path,
+        has_tokenizer_files,
+        load_checkpoint,
+        make_encoder,
+    )
     from .synth import resolve_data
 
     started = time.time()

@@ -46,21 +46,26 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from fgclip_lmm.devices import pick_device, torch_dtype
 from fgclip_lmm.errors import checkpoint_errors
-from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
+from fgclip_lmm.eval.lmm.answers import (
+    is_yes_no_doc,
+    is_yes_no_task,
+    normalize_answer,
+    yes_no_token_ids,
+)
 from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
 from fgclip_lmm.eval.lmm.checkpoint import check_checkpoint
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts, whole_image_batches
 from fgclip_lmm.eval.lmm.requests import (
-    RequestGenerationConfig,
     PreparedRequest,
+    RequestGenerationConfig,
     build_prompt,
     expand_image_tokens,
     flatten_visuals,
     rgb_doc,
 )
-from fgclip_lmm.devices import pick_device, torch_dtype
 from fgclip_lmm.lmm.templates import get_template
 from fgclip_lmm.eval.lmm.scoring import ContinuationScoring
 from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower

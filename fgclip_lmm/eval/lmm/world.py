@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 
 from fgclip_lmm.eval.lmm.provenance import WORLD_FILE, world_record
 from fgclip_lmm.eval.lmm.task_files import ATTRIBUTES, POPE_SPLITS, write_task_dir
-from fgclip_lmm.eval.lmm.tasks_dir import PAIR_COLUMNS, POPE_COLUMNS, SYNTHETIC_DIR, TaskDataError, check_rows
+from fgclip_lmm.eval.lmm.tasks_dir import (
+    PAIR_COLUMNS,
+    POPE_COLUMNS,
+    SYNTHETIC_DIR,
+    TaskDataError,
+    check_rows,
+)
 
 # The world's attribute kinds -> our task suffixes (American "color" as in MME).
 KIND_TO_ATTRIBUTE = {"colour": "color", "color": "color", "shape": "shape", "size": "size", "position": "position",
