@@ -18,7 +18,8 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
-requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute).
+requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute),
+image_control (gray|shuffled: answer with a substituted image, `controls.py`), image_control_seed.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
 from fgclip_lmm.errors import checkpoint_errors
 from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
 from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
+from fgclip_lmm.eval.lmm.controls import image_control_arg, image_controlled
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.requests import (
     GenerationSettings,
@@ -98,7 +100,8 @@ class FGClipLlava(ResponseCacheMixin, lmms):
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
                  loglikelihood_returns: str = "nll", max_batch_size: int | None = None, cache_dir: str | None = None,
-                 cache_fresh: bool = False, **kwargs: Any) -> None:
+                 cache_fresh: bool = False, image_control: str | None = None, image_control_seed: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -150,6 +153,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
         self.response_cache = self.open_response_cache(cache_dir, fresh=str(cache_fresh).lower() == "true")
+        self.image_control = image_control_arg(image_control, int(image_control_seed))  # blind controls
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
     @property
@@ -278,6 +282,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @image_controlled
     @cached_requests("generate_until")
     @torch.no_grad()
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
@@ -327,6 +332,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
             for score in scores:
                 f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
 
+    @image_controlled
     @cached_requests("loglikelihood")
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
