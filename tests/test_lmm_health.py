@@ -10,7 +10,12 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from fgclip_lmm.eval.lmm.tiny import build_tiny_llava
 from fgclip_lmm.lmm.forward import lmm_forward
-from fgclip_lmm.lmm.health import HealthConfig, ImageTokenProbe, health_problems, image_token_health
+from fgclip_lmm.lmm.health import (
+    HealthConfig,
+    ImageTokenProbe,
+    health_problems,
+    image_token_health,
+)
 
 torch.set_num_threads(1)
 

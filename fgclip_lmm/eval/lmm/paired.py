@@ -157,10 +157,10 @@ def compare_runs(run_a: Path, run_b: Path, resamples: int = 2000, seed: int = 0)
 
 def compare_markdown(report: Mapping[str, Any]) -> str:
     lines = ["# eval-lmm paired comparison: A - B", "", f"- A: {report['run_a']}", f"- B: {report['run_b']}",
-             f"- 95% paired bootstrap interval ({report['resamples']} resamples, seed {report['seed']}); "
-             "McNemar exact p on the discordant questions", "",
-             "| task | category | n | acc A | acc B | A - B (pts) | 95% CI (pts) | only A right | only B right "
-             "| McNemar p | significant |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             (f"- 95% paired bootstrap interval ({report['resamples']} resamples, seed {report['seed']}); "
+              "McNemar exact p on the discordant questions"), "",
+             ("| task | category | n | acc A | acc B | A - B (pts) | 95% CI (pts) | only A right | only B right "
+              "| McNemar p | significant |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["categories"]:
         lines.append(f"| {r['task']} | {r['category']} | {r['n']} | {r['accuracy_a']:.4f} | {r['accuracy_b']:.4f} "
                      f"| {100 * r['difference']:+.1f} | [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] "
