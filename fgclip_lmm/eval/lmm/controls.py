@@ -43,8 +43,8 @@ def _gray_visual(original: Callable, doc: Any) -> list[Image.Image]:
     return [Image.new("RGB", image.size, GRAY) for image in images]
 
 
-def _donor_visual(original: Callable, donor: Any, doc: Any) -> Any:
-    return original(donor)
+def _donor_visual(original: Callable, docs: Sequence[Any], donor: int, doc: Any) -> Any:
+    return original(rgb_doc(docs[donor]))  # decoded on demand, like the plugin's own documents (no image kept)
 
 
 class ImageControl:
@@ -99,8 +99,8 @@ class ImageControl:
                 visual = functools.partial(_gray_visual, original)
             else:
                 docs = docs_of(task, split)
-                donor = docs[self.donor(docs, original, task, split, int(doc_id))]
-                visual = functools.partial(_donor_visual, original, rgb_doc(donor))
+                donor = self.donor(docs, original, task, split, int(doc_id))
+                visual = functools.partial(_donor_visual, original, docs, donor)
             out.append(dataclasses.replace(request, arguments=(*args[:2], visual, *args[3:])))
         return out
 
