@@ -27,7 +27,7 @@ from fgclip_lmm.eval.lmm.controls import (
 from fgclip_lmm.eval.lmm.features import image_key
 from fgclip_lmm.eval.lmm.requests import build_prompt
 from fgclip_lmm.eval.lmm.task_files import write_task_dir
-from fgclip_lmm.eval.lmm.tiny import build_tiny_llava
+from fgclip_lmm.testing import build_tiny_llava
 
 torch.set_num_threads(1)
 POST_PROMPT = "\nAnswer the question using a single word or phrase."

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from fgclip_lmm.eval.lmm.tiny import build_tiny_llava
 from fgclip_lmm.lmm.forward import lmm_forward
 from fgclip_lmm.lmm.health import (
     HealthConfig,
@@ -16,6 +15,7 @@ from fgclip_lmm.lmm.health import (
     health_problems,
     image_token_health,
 )
+from fgclip_lmm.testing import build_tiny_llava
 
 torch.set_num_threads(1)
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_fixture import write_mini_world
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
-from fgclip_lmm.lmm.tiny import write_tiny_llm
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
+from fgclip_lmm.testing import write_tiny_llm
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
@@ -19,9 +18,9 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false",
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, mini_world):
     root = tmp_path_factory.mktemp("lmm")
-    world = write_mini_world(root / "world", n_images=8)
+    world = mini_world
     torch.manual_seed(0)
     FGCLIPModel(FGCLIPConfig.tiny(image_size=32, patch_size=8)).save_pretrained(root / "fgclip")
     llm = write_tiny_llm(root / "llm", texts=["what colour is the square? red", "describe the picture"] * 3)

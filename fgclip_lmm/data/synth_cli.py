@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from fgclip_lmm.data.synth.generate import SynthConfig, generate
-
     args = build_parser().parse_args(argv)
+    from fgclip_lmm.data.synth.generate import SynthConfig, generate  # torch: only after the arguments parse
+
     config = SynthConfig(
         out=args.out,
         images=args.images,

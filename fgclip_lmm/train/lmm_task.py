@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from ..data.llava_json import LlavaConfig, LlavaJsonDataset
+from ..data.llava_json import LlavaJsonConfig, LlavaJsonDataset
 from ..lmm.assemble import read_meta
 from ..lmm.dataset import LmmCollator, LmmSupervisedDataset, image_seq_length
 from ..lmm.export import merge_peft, save_full, save_lora, save_projector
@@ -23,7 +23,7 @@ from ..lmm.forward import lmm_forward
 from ..lmm.grouping import GroupedBatchSampler
 from ..lmm.health import ImageTokenProbe
 from ..lmm.tuning import LmmTuning, apply_tuning, trainable_summary, unwrap_llava
-from ..tower.base import LoraSpec
+from ..tower.base import LmmLoraConfig
 from . import checkpoint as ckpt
 from .flops import lmm_train_flops
 from .lmm_config import LmmTrainConfig
@@ -78,7 +78,7 @@ class LmmTask(TrainTask):
         # ZeRO-3-safe: the full model is loaded on every rank before the engine partitions it (no partial loads).
         model = LlavaForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32)
         tuning = LmmTuning(llm=cfg.llm_mode, tower=cfg.tower_tuning, projector="full",
-                           lora=LoraSpec(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
+                           lora=LmmLoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
         self.model = apply_tuning(model, tuning)
         llava = unwrap_llava(self.model)
         if cfg.gradient_checkpointing:
@@ -99,7 +99,7 @@ class LmmTask(TrainTask):
         self.report = DataReport(policy.report, extra=lambda: (self.dataset.skipped, self.dataset.truncated)
                                  if self.dataset is not None else ({}, {}))
         with reading(cfg.data_path):
-            reader = LlavaJsonDataset(LlavaConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
+            reader = LlavaJsonDataset(LlavaJsonConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
                                                   image_size=image_size, on_bad_record=cfg.on_bad_record,
                                                   allow_paths_outside_root=cfg.allow_paths_outside_root), policy)
         self.report.mark_loaded()

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fgclip_lmm.eval.lmm.features import image_key
 from fgclip_lmm.eval.lmm.paired import Outcomes
-from fgclip_lmm.eval.lmm.requests import flatten_visuals, rgb_doc
+
+# `features` / `requests` (torch, image decoding) are imported where images are handled, so that eval-lmm's
+# argument parsing (`parse_controls`) stays free of heavy imports.
 
 GRAY = (128, 128, 128)
 TEXT_PRIOR_GAIN = 0.05  # a visual gain below 5 points: the answers come from the text
@@ -39,11 +40,15 @@ CONTROLS = {"gray": "a constant gray image of the same size", "shuffled": "anoth
 
 
 def _gray_visual(original: Callable, doc: Any) -> list[Image.Image]:
+    from fgclip_lmm.eval.lmm.requests import flatten_visuals
+
     images = flatten_visuals(original(doc), "gray control")
     return [Image.new("RGB", image.size, GRAY) for image in images]
 
 
 def _donor_visual(original: Callable, docs: Sequence[Any], donor: int, doc: Any) -> Any:
+    from fgclip_lmm.eval.lmm.requests import rgb_doc
+
     return original(rgb_doc(docs[donor]))  # decoded on demand, like the plugin's own documents (no image kept)
 
 
@@ -69,6 +74,9 @@ class ImageControl:
 
     def donor(self, docs: Sequence[Any], original: Callable, task: str, split: str, doc_id: int) -> int:
         """The document whose image replaces `doc_id`'s: the next one in the split's order with other pixels."""
+        from fgclip_lmm.eval.lmm.features import image_key
+        from fgclip_lmm.eval.lmm.requests import flatten_visuals, rgb_doc
+
         size = len(docs)
         order, position = self._order(task, split, size)
 
