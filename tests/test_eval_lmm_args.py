@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from lmms_eval.models import get_model
-from test_eval_lmm_support import make_tiny_export
 
 from fgclip_lmm.eval.lmm.cli import DEFAULT_BATCH_SIZE, main, parse_args
 from fgclip_lmm.eval.lmm.model import FGClipLlava
@@ -17,8 +16,8 @@ from fgclip_lmm.eval.lmm.tasks_dir import HUB_DIR, SYNTHETIC_DIR
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export  # the session's tiny LLaVA export (tests/conftest.py)
 
 
 def test_model_args_batch_size_wins_over_lmms_eval_flag(tiny_export: Path) -> None:

@@ -24,6 +24,7 @@ from ..lmm.grouping import GroupedBatchSampler
 from ..lmm.health import ImageTokenProbe
 from ..lmm.tuning import LmmTuning, apply_tuning, trainable_summary, unwrap_llava
 from ..tower.base import LmmLoraConfig
+from ..tower.blocks import prepare_llava_tower
 from . import checkpoint as ckpt
 from .flops import lmm_train_flops
 from .lmm_config import LmmTrainConfig
@@ -80,6 +81,7 @@ class LmmTask(TrainTask):
         tuning = LmmTuning(llm=cfg.llm_mode, tower=cfg.tower_tuning, projector="full",
                            lora=LmmLoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
         self.model = apply_tuning(model, tuning)
+        prepare_llava_tower(model)  # skip the tower blocks after vision_feature_layer, fused QuickGELU; same results
         llava = unwrap_llava(self.model)
         if cfg.gradient_checkpointing:
             enable_checkpointing(llava)

@@ -99,7 +99,7 @@ def _fgovd_files(path: Path) -> list[Path]:
 def read_data(args, spec: BenchDataConfig, policy: BadRecordPolicy):
     """Read and validate the bench's data and check its image files: (data, image mask, records read)."""
     from .benches import box_image_mask, prepare_images
-    from .synth import read_synth_zeroshot
+    from .synth import BenchDataConfig, read_synth_zeroshot
 
     path = spec.path
     image_root = Path(args.image_root).expanduser() if args.image_root else spec.image_root
