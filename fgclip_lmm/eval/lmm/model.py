@@ -23,7 +23,8 @@ Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normaliz
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
 requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute), share_prefix (prefill each
-image's prompt prefix once; default true).
+image's prompt prefix once; default true), image_control (gray|shuffled: answer with a substituted image,
+`controls.py`), image_control_seed.
 
 `batch_size` and `device` can come from `--model_args` or from lmms-eval's `--batch_size` / `--device` flags;
 when both are given, `--model_args` wins (lmms-eval always passes its flag, `--batch_size` defaulting to 1, so
@@ -56,6 +57,7 @@ from fgclip_lmm.eval.lmm.answers import (
 )
 from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
 from fgclip_lmm.eval.lmm.checkpoint import check_checkpoint
+from fgclip_lmm.eval.lmm.controls import image_control_arg, image_controlled
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts, whole_image_batches
 from fgclip_lmm.eval.lmm.requests import (
@@ -124,7 +126,8 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
                  loglikelihood_returns: str = "nll", max_batch_size: int | None = None, cache_dir: str | None = None,
-                 cache_fresh: bool = False, share_prefix: bool | str = True, **kwargs: Any) -> None:
+                 cache_fresh: bool = False, share_prefix: bool | str = True, image_control: str | None = None,
+                 image_control_seed: int = 0, **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -182,6 +185,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
         self.response_cache = self.open_response_cache(cache_dir, fresh=str(cache_fresh).lower() == "true")
+        self.image_control = image_control_arg(image_control, int(image_control_seed))  # blind controls
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
     @property
@@ -337,6 +341,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @image_controlled
     @cached_requests("generate_until")
     @torch.no_grad()
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
@@ -385,6 +390,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
             for score in scores:
                 f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
 
+    @image_controlled
     @cached_requests("loglikelihood")
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
