@@ -296,7 +296,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         return [torch.tensor(row, dtype=torch.long) for row in self.tokenizer(expanded)["input_ids"]]
 
     def _generation_inputs(self, batch: list[PreparedRequest], features: dict[str, torch.Tensor],
-                           settings: GenerationSettings):
+                           settings: RequestGenerationConfig):
         """Yield (requests, `generate` inputs) for the parts of a batch: shared-prefix parts carry a KV cache."""
         parts = [Part(list(range(len(batch))))]
         if self.share_prefix and settings.num_beams == 1:
