@@ -11,9 +11,9 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 from PIL import Image
-from test_eval_lmm_support import make_tiny_export, png
 
 import fgclip_lmm.eval.lmm.prefix as prefix_module
+from fgclip_lmm.testing.worlds import png
 from fgclip_lmm.eval.lmm.model import FGClipLlava
 from fgclip_lmm.eval.lmm.prefix import pad_after_prefix, prefix_length, split_parts, whole_image_batches
 
@@ -22,8 +22,8 @@ IMAGES = [Image.open(io.BytesIO(png(c, s))).convert("RGB") for c, s in (("red", 
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export  # the session's tiny LLaVA export (tests/conftest.py), read-only
 
 
 @pytest.fixture()
