@@ -12,7 +12,7 @@ from transformers.utils import logging
 
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
 from fgclip_lmm.lmm.forward import lmm_forward
-from fgclip_lmm.lmm.tiny import write_tiny_clip, write_tiny_llm, write_tiny_siglip
+from fgclip_lmm.testing.models import write_tiny_clip, write_tiny_llm, write_tiny_siglip
 from fgclip_lmm.lmm.tuning import LmmTuning, apply_tuning
 from fgclip_lmm.tower import (
     LeadingBlocks,
