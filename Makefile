@@ -1,5 +1,6 @@
-# Two entry points for a new user: `make demo` (the main job) and `make test` (the suite).
-# Both build the project virtualenv idempotently: it is rebuilt only when pyproject.toml changes.
+# Two entry points for a new user: `make demo` (the main job) and `make test` (the suite); `make bench` runs the
+# CPU benchmarks (benchmarks/README.md). All build the project virtualenv idempotently: it is rebuilt only when
+# pyproject.toml changes.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test demo demo-tiny clean-venv
+.PHONY: venv test demo demo-tiny bench clean-venv
 
 venv: $(STAMP)
 
@@ -18,12 +19,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the local wheels (CUDA builds that run on a CPU); see env notes in README.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 test: venv
 	$(PY) -m pytest -q -x --durations=15
+
+# Every benchmark at its CPU size, one after the other (each writes runs/bench/<name>.json; ~15 minutes in all).
+bench: venv
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 demo: venv
 	$(VENV)/bin/fgclip-lmm demo --out runs/demo

@@ -12,15 +12,20 @@ Data: `--images` synthetic 640x480 JPEG scenes (COCO-sized) with `--questions` q
 {colour} {shape} in the image?", half yes, half no), stored as JPEG bytes and decoded at every document access,
 as a `datasets` split with an Image feature does.
 
-Variants, timed interleaved, each over every question: `llava_hf` (batch 1: its simple path asserts
-batch_size == 1), `fgclip_llava` at batch 1 (feature cache only) and at `--batch` (cache + batching). The
-plugin runs with `normalize_yes_no=false` so answers are compared raw: the plugin's answer must equal
-`llava_hf`'s after the same `until` cut and strip (llava_hf ignores `until`). Weights are random, so a question
-would generate `max_new_tokens` tokens; `--max-new-tokens` (default 3) stands for a trained model's
-"Yes"/"No" + end-of-sequence.
+Variants, timed interleaved, each over every question: `llava_hf` (batch 1, its default: its simple path asserts
+batch_size == 1), `fgclip_llava` at batch 1 (feature cache only), at `--batch` without prefix sharing
+(`share_prefix=false`: cache + batching) and at `--batch` with it (the default: each image's prompt prefix
+prefilled once, its questions continued from copies of that KV cache). The plugin runs with
+`normalize_yes_no=false` so answers are compared raw: the plugin's answer must equal `llava_hf`'s after the same
+`until` cut and strip (llava_hf ignores `until`). Weights are random, so a question would generate
+`max_new_tokens` tokens; `--max-new-tokens` (default 3) stands for a trained model's "Yes"/"No" +
+end-of-sequence.
 
     python benchmarks/bench_pope_eval.py                                        # tiny, CPU, ~1 min
+    python benchmarks/bench_pope_eval.py --size mid336 --llm mid --clock thread # mid-size LMM, CPU, ~4 min
     python benchmarks/bench_pope_eval.py --size l14_336 --llm 1b --device cuda --images 32 --batch 32
+
+Needs lmms-eval's `llava_hf`, which imports `decord`: `pip install -e '.[bench]'` (or `make bench`).
 """
 from __future__ import annotations
 
@@ -36,6 +41,12 @@ import lmm_presets
 import presets
 import torch
 from PIL import Image, ImageDraw
+
+try:
+    from lmms_eval.models.simple.llava_hf import LlavaHf
+except ImportError as error:  # llava_hf imports decord (video decoding) at module level
+    raise ImportError(f"lmms-eval's llava_hf does not import ({error}); install the benchmark extra: "
+                      "pip install -e '.[bench]' (or run make bench)") from error
 
 TASK, SPLIT = "pope_bench", "test"
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
@@ -118,7 +129,6 @@ def _quiet_progress(*modules) -> None:
 
 def load_models(path: Path, device: torch.device, dtype: str, max_new_tokens: int):
     import lmms_eval.models.simple.llava_hf as hf_module
-    from lmms_eval.models.simple.llava_hf import LlavaHf
 
     import fgclip_lmm.eval.lmm.model as our_module
     from fgclip_lmm.eval.lmm.model import FGClipLlava
@@ -132,11 +142,13 @@ def load_models(path: Path, device: torch.device, dtype: str, max_new_tokens: in
     return hf, ours
 
 
-def answer_all(model, docs: DecodingDocs, gen_kwargs: dict, batch: int | None = None) -> list[str]:
+def answer_all(model, docs: DecodingDocs, gen_kwargs: dict, batch: int | None = None,
+               share_prefix: bool = True) -> list[str]:
     """One lmms-eval `generate_until` call over every document (fresh requests and, for ours, a cold cache)."""
     model.task_dict = {TASK: {SPLIT: docs}}
     if batch is not None:
         model.batch_size_per_gpu = batch
+        model.share_prefix = share_prefix
         model.reset_run_state()
     out = model.generate_until(make_requests(docs, gen_kwargs))
     return [getattr(o, "text", o) for o in out]
@@ -163,14 +175,15 @@ def run(size: str, llm: str, device: torch.device, n_images: int, per_image: int
     answers: dict[str, list[str]] = {}
     cache: dict[str, dict] = {}
 
-    def variant(name, model, bs=None):
+    def variant(name, model, bs=None, share=True):
         def call():
-            answers[name] = answer_all(model, docs, gen_kwargs, bs)
+            answers[name] = answer_all(model, docs, gen_kwargs, bs, share)
             if bs is not None:
                 cache[name] = model.feature_cache.stats.as_dict()
         return call
+    unshared, shared = f"fgclip_llava bs{batch} no prefix sharing", f"fgclip_llava bs{batch}"
     fns = {"llava_hf bs1": variant("llava_hf bs1", hf), "fgclip_llava bs1": variant("fgclip_llava bs1", ours, 1),
-           f"fgclip_llava bs{batch}": variant(f"fgclip_llava bs{batch}", ours, batch)}
+           unshared: variant(unshared, ours, batch, share=False), shared: variant(shared, ours, batch)}
     fns["floor: decode every question's image"] = lambda: [pope_doc_to_visual(docs[i]) for i in range(len(docs))]
     ours.task_dict = {TASK: {SPLIT: docs}}
     fns["fgclip_llava _prepare (decode + key + prompt)"] = lambda: [
@@ -192,7 +205,9 @@ def run(size: str, llm: str, device: torch.device, n_images: int, per_image: int
                      "tower_images": cache.get(name, {}).get("misses", n)})
     return {"rows": rows, "times_s": times, "mismatches": mismatches, "cache_stats": cache,
             "per_question_ms": {k: 1e3 * v / n for k, v in {**floors, **{r["variant"]: r["median_s"] for r in rows}}.items()},
-            "speedup": rows[-1]["speedup_vs_llava_hf"], "all_identical": all(not m for m in mismatches.values()),
+            "speedup": rows[-1]["speedup_vs_llava_hf"],
+            "prefix_sharing_speedup": common.ratio(common.median(times[unshared]), common.median(times[shared])),
+            "all_identical": all(not m for m in mismatches.values()),
             "sample_answers": base[:5]}
 
 
@@ -219,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         common.table(result["rows"], title=f"POPE-style eval, tower {args.size} + LLM {args.llm}, {args.dtype}, "
                                            f"{args.images} images x {args.questions} questions"),
         f"fgclip_llava bs{args.batch} vs llava_hf: {result['speedup']:.2f}x questions/s (goal >= 5x); answers {verdict}",
+        f"prefix sharing: {result['prefix_sharing_speedup']:.2f}x questions/s over the same batch without it",
         "",
         common.table([{"per question": k, "ms": v} for k, v in result["per_question_ms"].items()],
                      title="Where the time goes (median ms per question; the floors are parts of the runs above)"),

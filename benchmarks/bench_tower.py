@@ -4,9 +4,9 @@ Random weights of the preset size are saved once as a CLIP checkpoint; our tower
 "fgclip", path))`, `forward(pixel_values)` -> LLaVA features: hidden_states[-2] without the CLS token) and
 `CLIPVisionModel.from_pretrained(path)` called as LLaVA calls it (`output_hidden_states=True`, then
 `hidden_states[-2][:, 1:]`) load those files, run under `no_grad` in the same dtype, and are timed interleaved.
-The outputs must be equal. A third variant, the same HF model loaded with one layer fewer and read at
-`last_hidden_state`, gives the same features without the final block LLaVA discards: it measures what skipping
-that block would buy (reported, not used by either path).
+The outputs must be equal. Our tower never runs the blocks after its feature layer (`fgclip_lmm.tower.blocks`),
+so it does 1/L less work than the HF call, which computes the last block and discards it. A third variant, the
+same HF model loaded with one layer fewer and read at `last_hidden_state`, is the reference for that saving.
 
     python benchmarks/bench_tower.py                                     # tiny, CPU, ~30 s
     python benchmarks/bench_tower.py --size l14_336 --device cuda --batch 128

@@ -4,7 +4,10 @@ Every benchmark script imports this module first (it puts the repository root on
 as `python benchmarks/<name>.py` without an install). Timing rules, used by every script:
 
 * one timed call = the wall time of `fn()` on CPU, or the time between two CUDA events around it on a GPU
-  (the end event is synchronised, so asynchronous kernels are inside the measurement);
+  (the end event is synchronised, so asynchronous kernels are inside the measurement); with `--clock thread` on a
+  CPU, the CPU time of the calling thread instead (`time.thread_time`: with one torch thread all compute runs
+  there, and time spent waiting for a core that other jobs hold is left out, so a loaded shared machine
+  perturbs the ratios much less; work in other threads or processes would be missed);
 * `interleaved` alternates A, B, B, A, ... so slow drift of a shared machine hits both sides alike, and callers
   report medians and ratios of medians measured in the same run, never single absolute numbers.
 """
@@ -52,8 +55,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCK = "wall"  # or "thread" (CPU only): set by `setup` from --clock
+
+
 def time_call(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds taken by one `fn()` (CUDA events on a GPU, perf_counter on a CPU)."""
+    """Seconds taken by one `fn()` (CUDA events on a GPU; on a CPU perf_counter, or thread CPU time)."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -61,9 +67,10 @@ def time_call(fn: Callable[[], Any], device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1000.0
-    begin = time.perf_counter()
+    clock = time.thread_time if CLOCK == "thread" else time.perf_counter
+    begin = clock()
     fn()
-    return time.perf_counter() - begin
+    return clock() - begin
 
 
 def measure(fn: Callable[[], Any], device: torch.device, warmup: int = 1, repeats: int = 3) -> list[float]:
@@ -233,20 +240,27 @@ def base_parser(name: str, doc: str | None, sizes: Sequence[str]) -> argparse.Ar
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on a CPU: OpenMP threads stall on a shared, busy machine; "
                         "torch's choice on a GPU)")
+    p.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                   help="CPU timing: wall time, or the calling thread's CPU time (steadier on a loaded machine)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=f"runs/bench/{name}.json", help="JSON output path (default %(default)s)")
     return p
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    """Seed, thread count, quiet transformers logs and TF32 (allowed on GPUs, as the trainers do); returns the device."""
+    """Seed, thread count, clock, quiet transformers logs and TF32 (allowed on GPUs, as the trainers do); returns the
+    device."""
+    global CLOCK
     from transformers.utils import logging as hf_logging
 
+    CLOCK = getattr(args, "clock", "wall")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     threads = args.threads or (1 if device.type == "cpu" else None)
+    if CLOCK == "thread" and device.type == "cpu" and threads != 1:
+        raise ValueError("--clock thread measures the calling thread only: use it with --threads 1")
     if threads:
         torch.set_num_threads(threads)
     if device.type == "cuda":

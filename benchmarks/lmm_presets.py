@@ -7,6 +7,7 @@ the vocabulary is a few hundred tokens, not 32k: the LM head is the one part sma
 |--------|--------|--------|------------------|------|--------------------|
 | `tiny` | 64     | 2      | 4 / 2            | 128  | CPU plumbing runs |
 | `small`| 256    | 2      | 4 / 2            | 688  | CPU training runs where compute, not Python overhead, must dominate |
+| `mid`  | 512    | 8      | 8 / 8            | 1376 | CPU evaluation runs where prefill, not Python overhead, dominates (with the `mid336` tower: 576 image tokens) |
 | `1b`   | 2048   | 22     | 32 / 4           | 5632 | TinyLlama-1.1B's shape: a realistic LLM that random-initialises in seconds on a GPU (a 7B is too big to build randomly inside the GPU budget) |
 
 `build_export` goes through the project's own path: `presets.write_clip_checkpoint` (tower) + `write_llm`, then
@@ -27,6 +28,8 @@ LLM_SHAPES = {
                  "intermediate_size": 128},
     "small": {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
                   "intermediate_size": 688},
+    "mid": {"hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8,
+            "intermediate_size": 1376},
     "1b": {"hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
                "intermediate_size": 5632},
 }

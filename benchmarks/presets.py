@@ -7,12 +7,18 @@ Sizes (random init from configs, nothing is downloaded):
 | `tiny`    | width 64, 2 layers, 64 px / 16 px  | width 64, 2 layers, vocab 512   | 32         |
 | `b16`     | ViT-B/16 @224 (768, 12 layers)     | 512 wide, 12 layers, vocab 49408 | 512        |
 | `l14_336` | ViT-L/14 @336 (1024, 24 layers)    | 768 wide, 12 layers, vocab 49408 | 768        |
+| `w256`    | width 256, 4 layers, 224 px / 16 px | width 256, 4 layers, vocab 49408 | 256        |
+| `mid336`  | width 384, 6 layers, 336 px / 14 px (24x24 patches) | (token text tower) | 384 |
 
 `fgclip_batch` builds a batch in the exact `fgclip_lmm.data.collate` contract (keys, dtypes, packing of boxes and
 hard negatives: each hard box's positive phrase is its box phrase again, as FineHARD's collator produces it) from
-random token ids, so a real-size batch costs no tokenisation. Every text row is full length (bos ... eos, no
-padding), the worst case the collator can produce and the shape of the paper's compute table (docs/model.md,
-"Compute per step").
+random token ids, so a real-size batch costs no tokenisation. Text lengths (`lengths=`):
+* `full`: every row full length (bos ... eos, no padding), the worst case the collator can produce and the shape
+  of the paper's compute table (docs/model.md, "Compute per step");
+* `world`: per-row lengths drawn from `WORLD_LENGTHS`, the ranges measured on the synthetic world's FineHARD
+  files with its CLIP tokenizer (`fgclip-lmm synth`, seed 0; medians long 79, short 13, short_expr 6, long_expr
+  16, negatives 6 tokens), each group padded with eos to its longest row as the collator does; box phrases are
+  short_expr or long_expr (50/50, official), hard groups are short_expr + 10 negatives.
 """
 from __future__ import annotations
 
@@ -44,6 +50,16 @@ CLIP_SIZES = {
                 "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
                           "vocab_size": 49408},
                 "projection_dim": 512},
+    "w256": {"vision": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+                         "image_size": 224, "patch_size": 16},
+             "text": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+                      "vocab_size": 49408},
+             "projection_dim": 256},
+    "mid336": {"vision": {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6,
+                           "num_attention_heads": 6, "image_size": 336, "patch_size": 14},
+               "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
+                        "vocab_size": 512},
+               "projection_dim": 384},
     "l14_336": {"vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
                                 "num_attention_heads": 16, "image_size": 336, "patch_size": 14},
                     "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -51,6 +67,9 @@ CLIP_SIZES = {
                     "projection_dim": 768},
 }
 SIZES = tuple(CLIP_SIZES)
+# Inclusive token-length ranges (bos and eos included) of the synthetic world's texts (see the module docstring).
+WORLD_LENGTHS = {"long": (25, 133), "short": (5, 21), "short_expr": (5, 8), "long_expr": (14, 20), "negative": (5, 8)}
+LENGTH_PROFILES = ("full", "world")
 
 
 def vision_config(size: str) -> CLIPVisionConfig:
@@ -84,27 +103,71 @@ def _texts(rows: int, length: int, config: FGCLIPConfig, gen: torch.Generator) -
     return ids
 
 
+def _ragged(lengths: torch.Tensor, config: FGCLIPConfig, gen: torch.Generator) -> torch.Tensor:
+    """Rows of the given true lengths (bos, random tokens, eos), eos-padded to the longest, like the collator's."""
+    t = config.text_config
+    width = int(lengths.max()) if lengths.numel() else 2
+    ids = torch.randint(0, t.vocab_size - 2, (lengths.numel(), width), generator=gen)
+    ids[:, 0] = t.bos_token_id
+    ids[torch.arange(width)[None] >= lengths[:, None] - 1] = t.eos_token_id
+    return ids
+
+
+def _draw(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    low, high = WORLD_LENGTHS[kind]
+    return torch.randint(low, high + 1, (n,), generator=gen)
+
+
+def _pad_to(rows: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
+    return torch.nn.functional.pad(rows, (0, width - rows.shape[1]), value=pad_id)
+
+
 def fgclip_batch(config: FGCLIPConfig, batch_size: int, stage: int = 2, boxes_per_image: int = 4,
                  negatives: int | None = None, long_len: int = 248, short_len: int = 77, box_len: int = 77,
-                 seed: int = 0, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """A synthetic collated batch; every box carries hard negatives (`negatives`, default the config's count)."""
+                 seed: int = 0, device: torch.device | str = "cpu", lengths: str = "full") -> dict[str, torch.Tensor]:
+    """A synthetic collated batch; every box carries hard negatives (`negatives`, default the config's count).
+
+    `lengths="full"` makes every row `long_len` / `short_len` / `box_len` tokens; `"world"` draws them per row
+    (module docstring) and ignores those three.
+    """
     negatives = config.hard_negatives_per_box if negatives is None else negatives
     if negatives != config.hard_negatives_per_box:
         raise ValueError(f"negatives={negatives} but config.hard_negatives_per_box={config.hard_negatives_per_box}")
+    if lengths not in LENGTH_PROFILES:
+        raise ValueError(f"lengths={lengths!r}; known: {', '.join(LENGTH_PROFILES)}")
     gen = torch.Generator().manual_seed(seed)
     size = config.vision_config.image_size
+    world = lengths == "world"
+    k = batch_size * boxes_per_image
     batch = {
         "pixel_values": torch.randn(batch_size, 3, size, size, generator=gen),
-        "long_input_ids": _texts(batch_size, long_len, config, gen),
-        "short_input_ids": _texts(batch_size, short_len, config, gen),
+        "long_input_ids": _ragged(_draw("long", batch_size, gen), config, gen) if world
+        else _texts(batch_size, long_len, config, gen),
+        "short_input_ids": _ragged(_draw("short", batch_size, gen), config, gen) if world
+        else _texts(batch_size, short_len, config, gen),
     }
     if stage == 2:
-        k = batch_size * boxes_per_image
         corner = torch.rand(k, 2, generator=gen) * 0.5
         extent = 0.1 + torch.rand(k, 2, generator=gen) * 0.4
-        box_text = _texts(k, box_len, config, gen)
-        hard = torch.cat([box_text.unsqueeze(1), _texts(k * negatives, box_len, config, gen).view(k, negatives, box_len)],
-                         dim=1).reshape(k * (1 + negatives), box_len)
+        if world:
+            pad = config.text_config.eos_token_id
+            short_expr = _ragged(_draw("short_expr", k, gen), config, gen)
+            long_expr = _ragged(_draw("long_expr", k, gen), config, gen)
+            width = max(short_expr.shape[1], long_expr.shape[1])
+            use_long = torch.rand(k, generator=gen) < 0.5
+            box_text = torch.where(use_long[:, None], _pad_to(long_expr, width, pad), _pad_to(short_expr, width, pad))
+            negs = _ragged(_draw("negative", k * negatives, gen), config, gen)
+            width = max(short_expr.shape[1], negs.shape[1])
+            hard = torch.cat([_pad_to(short_expr, width, pad).unsqueeze(1),
+                              _pad_to(negs, width, pad).view(k, negatives, width)], dim=1).reshape(-1, width)
+            width = int((box_text != pad).sum(1).max()) + 1  # the collator pads each group to its longest row
+            box_text = box_text[:, :width]
+            width = int((hard != pad).sum(1).max()) + 1
+            hard = hard[:, :width]
+        else:
+            box_text = _texts(k, box_len, config, gen)
+            hard = torch.cat([box_text.unsqueeze(1), _texts(k * negatives, box_len, config, gen).view(k, negatives,
+                              box_len)], dim=1).reshape(k * (1 + negatives), box_len)
         batch.update(
             box_counts=torch.full((batch_size,), boxes_per_image, dtype=torch.long),
             boxes=torch.cat([corner, corner + extent], dim=1),

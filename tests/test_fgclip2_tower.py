@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionModel
 from transformers.utils import logging
 
-from fgclip_lmm.lmm.assemble import main as assemble_main
+from fgclip_lmm.commands.assemble import main as assemble_main
 from fgclip_lmm.testing import write_tiny_llm
 from fgclip_lmm.model.fixed_grid import fgclip2_vision_as_siglip, patchify
 from fgclip_lmm.tower import FGCLIP2Tower, TowerConfig, build_tower

@@ -102,8 +102,8 @@ def test_short_texts_encoded_once(monkeypatch):
     batch["box_input_ids"][1] = batch["box_input_ids"][0]
     seen = []
     original = model.encode_text
-    monkeypatch.setattr(model, "encode_text", lambda ids, walk_short_pos=True: seen.append(
-        (ids.shape[0], walk_short_pos)) or original(ids, walk_short_pos))
+    monkeypatch.setattr(model, "encode_text", lambda ids, walk_short_pos=True, bucket=None: seen.append(
+        (ids.shape[0], walk_short_pos)) or original(ids, walk_short_pos, bucket))
     model(**batch)
     total = sum(batch[k].shape[0] for k in ("short_input_ids", "box_input_ids", "hard_input_ids"))
     short_calls = [n for n, short in seen if short]

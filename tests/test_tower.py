@@ -123,8 +123,10 @@ def test_llava_names_and_delay_load(dirs):
     assert tower.is_loaded and tower.vision_tower is loaded
     assert tower.image_processor.crop_size["height"] == 28
     assert tower.dummy_feature.shape == (1, 32)
-    outs = tower.vision_tower(torch.randn(2, 3, 28, 28), output_hidden_states=True)
-    torch.testing.assert_close(tower.feature_select(outs), outs.hidden_states[-2][:, 1:])
+    x = torch.randn(2, 3, 28, 28)
+    outs = tower.vision_tower(x, output_hidden_states=True)  # the blocks after select_layer are not run
+    stock = CLIPVisionModel.from_pretrained(dirs.clip).eval()(x, output_hidden_states=True)
+    torch.testing.assert_close(tower.feature_select(outs), stock.hidden_states[-2][:, 1:])
     feats = tower([torch.randn(3, 28, 28), torch.randn(1, 3, 28, 28)])  # LLaVA's list input
     assert [f.shape for f in feats] == [torch.Size([1, 4, 32])] * 2
     unfrozen = tower_from_llava_args(f"clip:{dirs.clip}", types.SimpleNamespace(unfreeze_mm_vision_tower=True), delay_load=True)

@@ -45,7 +45,14 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from fgclip_lmm.constants import ASPECT_MODES
 from fgclip_lmm.devices import DTYPES, torch_dtype
 from fgclip_lmm.errors import InputError, checkpoint_errors
-from fgclip_lmm.tower import TowerConfig, VisionTower, build_tower, parse_tower_spec, set_no_grad_forward
+from fgclip_lmm.tower import (
+    TowerConfig,
+    VisionTower,
+    build_tower,
+    parse_tower_spec,
+    run_all_blocks,
+    set_no_grad_forward,
+)
 
 from .projector import (
     build_projector,
@@ -179,6 +186,7 @@ def assemble(cfg: AssembleConfig) -> tuple[LlavaForConditionalGeneration, LlavaP
     model.model.multi_modal_projector.load_state_dict(hf_proj.state_dict, strict=True)
     tower.vision_tower.requires_grad_(True)
     set_no_grad_forward(tower.vision_tower, False)  # an assembled checkpoint carries no tuning state
+    run_all_blocks(tower.vision_tower)  # stock LLaVA reads hidden_states[vision_feature_layer] of all blocks
     if config.tie_word_embeddings:
         model.tie_weights()
 

@@ -6,7 +6,8 @@ tower call and one projector call per micro-batch, on every rank:
 
 1. `inputs_embeds = embed(input_ids)`;
 2. features of *all* images, dummies included, through `model.model.get_image_features` (the stock path: same
-   feature layer, select strategy and projector as inference);
+   feature layer, select strategy and projector as inference; read at the non-negative feature-layer index, so
+   a tower cut after that layer by `tower.prepare_llava_tower` gives the same features);
 3. the real images' features are scattered into the `<image>` positions in order (the stock `masked_scatter`);
 4. `0 ×` the dummies' features is added, so the tower and projector are in the autograd graph even for a
    text-only micro-batch (ZeRO-3 reduces the same parameters on every rank; gradients are unchanged);
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..tower.blocks import llava_image_features
 from .tuning import unwrap_llava
 
 
@@ -44,12 +46,7 @@ def lmm_forward(
         if image_mask.shape != (pixel_values.shape[0],):
             raise ValueError(f"image_mask shape {tuple(image_mask.shape)} does not match {pixel_values.shape[0]} images")
         tower_dtype = next(llava.model.vision_tower.parameters()).dtype
-        outputs = llava.model.get_image_features(
-            pixel_values=pixel_values.to(tower_dtype),
-            vision_feature_layer=config.vision_feature_layer,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            return_dict=True,
-        )
+        outputs = llava_image_features(llava, pixel_values.to(tower_dtype), return_dict=True)
         features = torch.stack(list(outputs.pooler_output)).to(inputs_embeds.dtype)
         real = features[image_mask.to(features.device)]
         n_slots = int(is_image.sum())

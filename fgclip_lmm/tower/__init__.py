@@ -37,6 +37,14 @@ from .base import (
     runs_without_grad,
     set_no_grad_forward,
 )
+from .blocks import (
+    LeadingBlocks,
+    hidden_state_index,
+    llava_image_features,
+    prepare_llava_tower,
+    run_all_blocks,
+    run_needed_blocks,
+)
 from .towers import (
     TOWERS,
     CLIPTower,
@@ -59,12 +67,18 @@ __all__ = [
     "FGCLIP2Tower",
     "FGCLIPTower",
     "HFTower",
+    "LeadingBlocks",
     "LmmLoraConfig",
     "SiglipTower",
     "TowerConfig",
     "VisionTower",
     "build_tower",
+    "hidden_state_index",
+    "llava_image_features",
     "parse_tower_spec",
+    "prepare_llava_tower",
+    "run_all_blocks",
+    "run_needed_blocks",
     "runs_without_grad",
     "set_no_grad_forward",
     "tower_class",

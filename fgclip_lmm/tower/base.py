@@ -8,7 +8,8 @@ the model, its config and its image processor, and whether token 0 is a CLS toke
   `num_image_tokens`, `dtype`, `device`, `config`, `image_processor`, plus the HF LLaVA settings they imply
   (`hf_select_strategy`, `num_additional_image_tokens`);
 * `forward(pixel_values) -> (B, N, D)`: `hidden_states[feature_layer]` (default -2, never post-normalised), then
-  `patch` (drop CLS if there is one) or `cls_patch` (keep every token; only for towers with a CLS);
+  `patch` (drop CLS if there is one) or `cls_patch` (keep every token; only for towers with a CLS); the blocks
+  after `feature_layer` are never run (`blocks.run_needed_blocks`: same features, 1/L less work);
 * tuning `frozen` (no parameter requires grad and the wrapped model runs under `torch.no_grad`, whoever calls it),
   `full`, or `lora` (peft adapters on the attention and MLP linears; `merged_vision_model()` folds them back in);
 * LLaVA's names: `load_model()`, `is_loaded`, `feature_select(outputs)`, `dummy_feature`, `vision_tower_name`,
@@ -23,6 +24,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from .blocks import run_all_blocks, run_needed_blocks
 
 SELECT_STRATEGIES = ("patch", "cls_patch")
 TUNING_MODES = ("frozen", "full", "lora")
@@ -175,6 +178,7 @@ class VisionTower(nn.Module, abc.ABC):
         if device_map is not None:
             model = model.to(device_map)
         self._check_feature_layer(model.config)
+        self._feature_index = run_needed_blocks(model, self.cfg.feature_layer)
         self.vision_tower = model
         self._cfg_only = None
         self._image_processor = self._load_image_processor(self.cfg.path, model.config)
@@ -186,7 +190,8 @@ class VisionTower(nn.Module, abc.ABC):
         self._apply_tuning()
 
     def feature_select(self, image_forward_outs: Any) -> torch.Tensor:
-        features = image_forward_outs.hidden_states[self.cfg.feature_layer]
+        # the non-negative index: hidden_states is shorter when the blocks after feature_layer are not run
+        features = image_forward_outs.hidden_states[self._feature_index]
         if self.cfg.select == "patch" and self.has_cls:
             features = features[:, 1:]
         return features
@@ -298,12 +303,15 @@ class VisionTower(nn.Module, abc.ABC):
             self._peft = [get_peft_model(model, lora_cfg)]
 
     def merged_vision_model(self) -> nn.Module:
-        """The wrapped HF vision model with LoRA folded into its weights (the model itself for frozen/full)."""
+        """The wrapped HF vision model with LoRA folded into its weights (the model itself for frozen/full), running
+        every block again (stock behaviour, for export)."""
         if self.cfg.tuning != "lora":
+            run_all_blocks(self.vision_tower)
             return self.vision_tower
         if not self._peft:
             raise RuntimeError("the LoRA adapters were already merged")
         merged = self._peft.pop().merge_and_unload()
+        run_all_blocks(merged)
         self.vision_tower = merged
         self.cfg.tuning = "full"
         merged.requires_grad_(True)

@@ -40,6 +40,16 @@ Bad input (unwritable `--out`, missing checkpoint, unknown task, malformed task 
 fails with a one-line message before any model is loaded. An interrupted run resumes: answers are saved under
 `OUT/cache/` as they finish (per model and settings, `eval/lmm/cache.py`), so a rerun computes only the rest;
 `--fresh` recomputes everything. The header of `eval_lmm.json` says how many answers came from the cache.
+
+Blind controls and paired comparison (`controls.py`, `paired.py`):
+
+    fgclip-lmm eval-lmm --model DIR --tasks fgclip_pope,fgclip_attr --out runs/eval --controls gray,shuffled
+    fgclip-lmm eval-lmm --compare runs/eval-fgclip runs/eval-clip --out runs/compare
+
+`--controls` asks every question again with a gray image and with another image of the task (samples under
+`OUT/controls/<kind>/`) and reports per task and category the accuracy with the image, with each control and the
+visual gain; `--compare A B` writes `compare.json`/`compare.md`: A - B per category with a 95% paired bootstrap
+interval and McNemar's exact p-value (A and B are eval-lmm output directories over the same questions).
 """
 from __future__ import annotations
 
@@ -92,12 +102,14 @@ class EvalLmmConfig:
     seed: int = 0
     verbosity: str = "WARNING"
     fresh: bool = False  # ignore (delete) answers cached by an earlier, interrupted run
+    controls: tuple[str, ...] = ()  # blind controls: gray, shuffled
+    compare: tuple[Path, Path] | None = None  # two eval-lmm output dirs to compare instead of evaluating
 
 
 def parse_args(argv: list[str]) -> EvalLmmConfig:
     p = argparse.ArgumentParser(prog="fgclip-lmm eval-lmm", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="HF LLaVA export directory (or hub id)")
-    p.add_argument("--tasks", required=True, help="comma-separated lmms-eval task/group names")
+    p.add_argument("--model", help="HF LLaVA export directory (or hub id); required unless --compare")
+    p.add_argument("--tasks", help="comma-separated lmms-eval task/group names; required unless --compare")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--limit", type=int, default=None, help="first N documents per task (testing)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
@@ -114,10 +126,22 @@ def parse_args(argv: list[str]) -> EvalLmmConfig:
     p.add_argument("--verbosity", default="WARNING", help="lmms-eval log level")
     p.add_argument("--fresh", action="store_true",
                    help=f"recompute every answer (default: reuse those cached in OUT/{CACHE_DIR} by an earlier run)")
+    p.add_argument("--controls", default="", help="comma-separated blind controls to run too: gray, shuffled")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"), default=None,
+                   help="compare two eval-lmm output directories (paired bootstrap + McNemar) instead of evaluating")
     a = p.parse_args(argv)
-    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
-    return EvalLmmConfig(a.model, tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype, a.calibration,
-                         a.yes_no_rule, a.seed, a.verbosity, a.fresh)
+    from fgclip_lmm.eval.lmm.controls import parse_controls
+
+    if a.compare is None and (not a.model or not a.tasks):
+        p.error("--model and --tasks are required (unless --compare RUN_A RUN_B)")
+    try:
+        controls = tuple(parse_controls(a.controls))
+    except ValueError as exc:
+        raise EvalInputError(f"--controls: {exc}") from exc
+    tasks = [t.strip() for t in (a.tasks or "").split(",") if t.strip()]
+    return EvalLmmConfig(a.model or "", tasks, a.out, a.limit, a.batch_size, a.world, a.device, a.dtype,
+                         a.calibration, a.yes_no_rule, a.seed, a.verbosity, a.fresh, controls,
+                         tuple(a.compare) if a.compare else None)
 
 
 def _task_dirs(args: EvalLmmConfig) -> list[Path]:
@@ -233,10 +257,7 @@ def write_outputs(out: Path, results: dict[str, Any], report: dict[str, Any], he
                ("results", "versions", "n-samples", "higher_is_better", "config", "groups")}}
     (out / "eval_lmm.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     (out / "eval_lmm.md").write_text(to_markdown(report, header))
-    for task, samples in results.get("samples", {}).items():
-        with (out / f"samples_{task}.jsonl").open("w") as f:
-            for sample in samples:
-                f.write(json.dumps(sample, default=str) + "\n")
+    write_samples(out, results)
     with (out / "yes_no_scores.jsonl").open("w") as f:
         for record in scores:
             f.write(json.dumps(record) + "\n")
@@ -272,14 +293,20 @@ def run(args: EvalLmmConfig) -> dict[str, Any] | None:
                               random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed)
     elapsed = time.perf_counter() - start
     scores, cache, answered = gather_from_ranks(model)
+    control_results = run_controls(args, model, names, task_manager)
     if model.rank != 0 or results is None:
         return None
     report = build_report(results, {(r["task"], r["doc_id"]): r["yes_prob"] for r in scores})
+    if control_results:
+        report["controls"] = controls_section(results, control_results)
     header = {"model": args.model, "tasks": ",".join(names), "aliases": aliased or None, "limit": args.limit,
-              "batch_size": args.batch_size, "yes_no_rule": args.yes_no_rule, "world_size": model.world_size, "seconds": round(elapsed, 2),
+              "batch_size": args.batch_size, "yes_no_rule": args.yes_no_rule,
+              "controls": list(args.controls) or None, "world_size": model.world_size, "seconds": round(elapsed, 2),
               "feature_cache": cache, "response_cache": {**answered, "dir": str(cache_dir)},
               "task_dirs": [str(d) for d in task_dirs], **provenance}
     write_outputs(args.out, results, report, header, scores)
+    for kind, control in control_results.items():
+        write_samples(args.out / "controls" / kind, control)
     print("the same evaluation through lmms-eval's CLI:\n  " + "\n  ".join(provenance["lmms_eval_command"]))
     return report
 
@@ -297,12 +324,66 @@ def run_provenance(args: EvalLmmConfig, names: list[str], task_manager: Any, tas
             "lmms_eval_command": commands}
 
 
+def run_controls(args: EvalLmmConfig, model: Any, names: list[str], task_manager: Any) -> dict[str, dict[str, Any]]:
+    """Evaluate the same tasks again once per blind control (every rank); {kind: results} (None off rank 0)."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    from fgclip_lmm.eval.lmm.controls import ImageControl
+
+    out = {}
+    for kind in args.controls:
+        model.image_control = ImageControl(kind, args.seed)
+        model.reset_run_state()
+        out[kind] = simple_evaluate(model=model, tasks=names, task_manager=task_manager, limit=args.limit,
+                                    bootstrap_iters=0, log_samples=True, verbosity=args.verbosity,
+                                    random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed)
+    model.image_control = None
+    return out
+
+
+def controls_section(results: dict[str, Any], control_results: dict[str, Any]) -> dict[str, Any]:
+    """The report's `controls` block: kinds and, per task and category, accuracy with image / controls, gain."""
+    from fgclip_lmm.eval.lmm.controls import control_report
+    from fgclip_lmm.eval.lmm.paired import question_outcomes
+
+    image = question_outcomes(results.get("samples", {}))
+    blind = {kind: question_outcomes(r.get("samples", {})) for kind, r in control_results.items()}
+    return {"kinds": list(control_results), "by_task": control_report(image, blind)}
+
+
+def write_samples(out: Path, results: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for task, samples in results.get("samples", {}).items():
+        with (out / f"samples_{task}.jsonl").open("w") as f:
+            for sample in samples:
+                f.write(json.dumps(sample, default=str) + "\n")
+
+
+def compare(args: EvalLmmConfig) -> Path:
+    """`--compare RUN_A RUN_B`: the paired report written to OUT/compare.json and OUT/compare.md."""
+    from fgclip_lmm.eval.lmm.paired import compare_markdown, compare_runs
+
+    run_a, run_b = args.compare
+    try:
+        report = compare_runs(run_a, run_b, seed=args.seed)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise EvalInputError(f"--compare: {exc}") from exc
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "compare.md").write_text(compare_markdown(report))
+    return args.out / "compare.md"
+
+
 def main(argv: list[str]) -> int:
     return run_command("eval-lmm", _main, list(argv))
 
 
 def _main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.compare is not None:  # two finished runs: no model, no tasks
+        require_writable_dir(args.out)
+        print(f"eval-lmm: wrote {compare(args)}")
+        return 0
     check_arguments(args)  # before lmms-eval and torch are imported
     require_writable_dir(args.out)  # before any task, data or model is loaded: results need somewhere to go
     report = run(args)

@@ -8,6 +8,9 @@ plugin adds over llava and llava_hf"):
 * `max_new_tokens`, `temperature` (>0 samples) and `until` honoured;
 * vision features computed once per distinct image per run (`FeatureCache`, requests ordered by image) and
   spliced into the token embeddings, so POPE's ~18 questions per image cost one tower pass;
+* a shared image prefix (`prefix.py`): the prompt up to the end of the image block is prefilled once per image
+  in a batch and its questions continue from copies of that KV cache (`generate_until`, `score_yes_no` and
+  `loglikelihood`; `share_prefix=false` turns it off; beam search always runs the plain path);
 * yes/no answers normalised with LLaVA's rule for yes/no documents (`normalize_yes_no=auto|true|false`;
   `yes_no_rule=strict` keeps answers with neither yes nor no/not as they are instead of LLaVA's "yes");
 * `score_yes_no=true`: P(yes)/P(no) from the first generated step's logits, kept per request in
@@ -19,7 +22,9 @@ plugin adds over llava and llava_hf"):
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
-requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute).
+requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute), share_prefix (prefill each
+image's prompt prefix once; default true), image_control (gray|shuffled: answer with a substituted image,
+`controls.py`), image_control_seed.
 
 `batch_size` and `device` can come from `--model_args` or from lmms-eval's `--batch_size` / `--device` flags;
 when both are given, `--model_args` wins (lmms-eval always passes its flag, `--batch_size` defaulting to 1, so
@@ -52,7 +57,9 @@ from fgclip_lmm.eval.lmm.answers import (
 )
 from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
 from fgclip_lmm.eval.lmm.checkpoint import check_checkpoint
+from fgclip_lmm.eval.lmm.controls import image_control_arg, image_controlled
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
+from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts, whole_image_batches
 from fgclip_lmm.eval.lmm.requests import (
     PreparedRequest,
     RequestGenerationConfig,
@@ -62,6 +69,8 @@ from fgclip_lmm.eval.lmm.requests import (
     rgb_doc,
 )
 from fgclip_lmm.lmm.templates import get_template
+from fgclip_lmm.eval.lmm.scoring import ContinuationScoring
+from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower
 
 DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
 
@@ -97,7 +106,7 @@ def parse_batch_size(value: int | str) -> int:
     return size
 
 
-class FGClipLlava(ResponseCacheMixin, lmms):
+class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
     """lmms-eval simple model for HF LLaVA exports (FG-CLIP or CLIP tower); see the module docstring."""
 
     is_simple = True
@@ -117,7 +126,8 @@ class FGClipLlava(ResponseCacheMixin, lmms):
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
                  loglikelihood_returns: str = "nll", max_batch_size: int | None = None, cache_dir: str | None = None,
-                 cache_fresh: bool = False, **kwargs: Any) -> None:
+                 cache_fresh: bool = False, share_prefix: bool | str = True, image_control: str | None = None,
+                 image_control_seed: int = 0, **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -128,6 +138,8 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         if loglikelihood_returns not in {"nll", "logprob"}:
             raise ValueError(f"loglikelihood_returns must be nll or logprob, got {loglikelihood_returns!r}")
         batch_size = parse_batch_size(batch_size)
+        if str(share_prefix).lower() not in {"true", "false"}:
+            raise ValueError(f"share_prefix must be true or false, got {share_prefix!r}")
         check_checkpoint(str(pretrained))
         accelerator = Accelerator()
         self.accelerator = accelerator
@@ -142,6 +154,9 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
             self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
             self.processor = AutoProcessor.from_pretrained(pretrained)
+        # the tower's blocks after vision_feature_layer are never run (bit-identical features; activations stay
+        # transformers' own so answers equal the stock path's exactly; the stock forward keeps working)
+        prepare_llava_tower(self._model, fuse_activation=False, index_in_config=True)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -162,6 +177,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         self.yes_ids, self.no_ids = yes_no_token_ids(self.tokenizer) if self.score_yes_no else ([], [])
         self.scores_path = self._rank_path(scores_path) if scores_path else None
         self.loglikelihood_returns = loglikelihood_returns
+        self.share_prefix = str(share_prefix).lower() == "true"
         self.feature_cache = FeatureCache(max_items=int(feature_cache_size))
         # Stop on the export's own stop token (assemble writes the template's, e.g. <|im_end|>) and the tokenizer's eos.
         configured = self._model.generation_config.eos_token_id
@@ -169,6 +185,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
         self.response_cache = self.open_response_cache(cache_dir, fresh=str(cache_fresh).lower() == "true")
+        self.image_control = image_control_arg(image_control, int(image_control_seed))  # blind controls
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
     @property
@@ -252,12 +269,7 @@ class FGClipLlava(ResponseCacheMixin, lmms):
                     loaded[req.index] = req.load_images()
                 images.append(loaded[req.index][position])
             pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-            config = self._model.config
-            out = self._model.get_image_features(
-                pixel_values=pixels.to(self._device, self._model.dtype),
-                vision_feature_layer=config.vision_feature_layer,
-                vision_feature_select_strategy=config.vision_feature_select_strategy,
-            )
+            out = llava_image_features(self._model, pixels.to(self._device, self._model.dtype))
             features = out.pooler_output if hasattr(out, "pooler_output") else out
             for key, feature in zip(missing, features):
                 self.feature_cache.put(key, feature)
@@ -274,6 +286,34 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self._device), enc["attention_mask"].to(self._device)
 
+    def _token_rows(self, batch: list[PreparedRequest], texts: list[str],
+                    features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Unpadded token ids per request (the rows `_tokenize` pads), image placeholders expanded."""
+        expanded = [
+            expand_image_tokens(text, self.image_token, [features[k].shape[0] for k in req.image_keys])
+            for req, text in zip(batch, texts)
+        ]
+        return [torch.tensor(row, dtype=torch.long) for row in self.tokenizer(expanded)["input_ids"]]
+
+    def _generation_inputs(self, batch: list[PreparedRequest], features: dict[str, torch.Tensor],
+                           settings: RequestGenerationConfig):
+        """Yield (requests, `generate` inputs) for the parts of a batch: shared-prefix parts carry a KV cache."""
+        parts = [Part(list(range(len(batch))))]
+        if self.share_prefix and settings.num_beams == 1:
+            ids = self._token_rows(batch, [r.prompt for r in batch], features)
+            parts = split_parts(ids, [tuple(r.image_keys) for r in batch], self.image_token_id)
+        for part in parts:
+            reqs = [batch[row] for row in part.rows]
+            if not part.prefix_len:
+                input_ids, mask = self._tokenize(reqs, [r.prompt for r in reqs], features)
+                yield reqs, {"inputs_embeds": self._embed(reqs, input_ids, features), "attention_mask": mask}
+                continue
+            rows = [ids[row] for row in part.rows]
+            padded, mask = pad_after_prefix(rows, part.prefix_len, self.tokenizer.pad_token_id, right=False)
+            embeds = self._embed(reqs, padded.to(self._device), features)
+            cache = shared_inputs(self._model, embeds, rows, [tuple(r.image_keys) for r in reqs], part.prefix_len)
+            yield reqs, {"inputs_embeds": embeds, "attention_mask": mask.to(self._device), **cache}
+
     def _embed(self, batch: list[PreparedRequest], input_ids: torch.Tensor,
                features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Input embeddings with the image features spliced in at the image-token positions."""
@@ -285,18 +325,23 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         return embeds
 
     @staticmethod
-    def _batches(prepared: list[PreparedRequest], size: int) -> list[list[PreparedRequest]]:
-        """Group by generation settings, order by image then prompt length, cut into batches of `size`."""
+    def _batches(prepared: list[PreparedRequest], size: int, whole_images: bool = False) -> list[list[PreparedRequest]]:
+        """Group by generation settings, order by image then prompt length, cut into batches of at most `size`
+        (with `whole_images`, an image's requests are not split between batches unless they exceed `size`)."""
         groups: dict[str, list[PreparedRequest]] = {}
         for req in prepared:
             groups.setdefault(req.settings.group_key(), []).append(req)
         batches = []
         for group in groups.values():
             group.sort(key=lambda r: (r.image_keys[:1], -len(r.prompt), r.index))
-            batches += [group[i : i + size] for i in range(0, len(group), size)]
+            if whole_images:
+                batches += whole_image_batches(group, [tuple(r.image_keys) for r in group], size)
+            else:
+                batches += [group[i : i + size] for i in range(0, len(group), size)]
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @image_controlled
     @cached_requests("generate_until")
     @torch.no_grad()
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
@@ -304,30 +349,29 @@ class FGClipLlava(ResponseCacheMixin, lmms):
         results: list[GenerationResult | None] = [None] * len(requests)
         new_scores: list[YesNoScore] = []
         pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="fgclip_llava generate")
-        for batch in self._batches(prepared, self.batch_size_per_gpu):
+        for batch in self._batches(prepared, self.batch_size_per_gpu, whole_images=self.share_prefix):
             settings = batch[0].settings
             features = self._features(batch)
-            input_ids, mask = self._tokenize(batch, [r.prompt for r in batch], features)
-            embeds = self._embed(batch, input_ids, features)
-            out = self._model.generate(
-                inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.eos_token_ids, return_dict_in_generate=True,
-                output_logits=self.score_yes_no, **settings.generate_kwargs(),
-            )
-            sequences = out.sequences  # only the new tokens: generation started from embeddings
-            texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
-            probs = self._first_step_probs(out.logits[0], settings.num_beams) if self.score_yes_no else None
-            for row, req in enumerate(batch):
-                raw = settings.truncate(texts[row]).strip()
-                answer = normalize_answer(raw, strict=self.strict_yes_no) if req.yes_no else raw
-                n_out = int((sequences[row] != self.tokenizer.pad_token_id).sum())
-                results[req.index] = GenerationResult(
-                    answer, TokenCounts(input_tokens=int(mask[row].sum()), output_tokens=n_out)
+            for part, inputs in self._generation_inputs(batch, features, settings):
+                out = self._model.generate(
+                    **inputs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_token_ids,
+                    return_dict_in_generate=True, output_logits=self.score_yes_no, **settings.generate_kwargs(),
                 )
-                if probs is not None:
-                    score = YesNoScore(req.task, req.split, req.doc_id, probs[row][0], probs[row][1], raw, answer)
-                    self.yes_no_scores[(req.task, req.split, req.doc_id)] = score
-                    new_scores.append(score)
+                sequences = out.sequences  # only the new tokens: generation started from embeddings
+                texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+                probs = self._first_step_probs(out.logits[0], settings.num_beams) if self.score_yes_no else None
+                mask = inputs["attention_mask"]
+                for row, req in enumerate(part):
+                    raw = settings.truncate(texts[row]).strip()
+                    answer = normalize_answer(raw, strict=self.strict_yes_no) if req.yes_no else raw
+                    n_out = int((sequences[row] != self.tokenizer.pad_token_id).sum())
+                    results[req.index] = GenerationResult(
+                        answer, TokenCounts(input_tokens=int(mask[row].sum()), output_tokens=n_out)
+                    )
+                    if probs is not None:
+                        score = YesNoScore(req.task, req.split, req.doc_id, probs[row][0], probs[row][1], raw, answer)
+                        self.yes_no_scores[(req.task, req.split, req.doc_id)] = score
+                        new_scores.append(score)
             pbar.update(len(batch))
         pbar.close()
         self._write_scores(new_scores)
@@ -346,29 +390,33 @@ class FGClipLlava(ResponseCacheMixin, lmms):
             for score in scores:
                 f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
 
+    @image_controlled
     @cached_requests("loglikelihood")
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Per request: (summed NLL of the continuation after the chat prompt, is it the greedy continuation)."""
-        results = []
-        for index, request in enumerate(tqdm(requests, disable=self._rank != 0, desc="fgclip_llava loglikelihood")):
-            req = self._prepare(index, request, generation=False)
-            features = self._features([req])
-            ids, _ = self._tokenize([req], [req.prompt + req.continuation], features)
-            context_ids, _ = self._tokenize([req], [req.prompt], features)
-            n_context = context_ids.shape[1]
-            if not torch.equal(ids[:, :n_context], context_ids):  # a merge across the boundary: encode apart
-                cont = self.tokenizer(req.continuation, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                ids = torch.cat([context_ids, cont.to(self._device)], dim=1)
-            if n_context >= ids.shape[1]:
-                raise ValueError(f"{req.task}/{req.doc_id}: empty continuation {req.continuation!r}")
-            embeds = self._embed([req], ids, features)
-            logits = self._model(inputs_embeds=embeds).logits[0, n_context - 1 : -1].float()
-            targets = ids[0, n_context:]
-            nll = -torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).sum().item()
-            greedy = bool((logits.argmax(-1) == targets).all())
-            results.append((nll if self.loglikelihood_returns == "nll" else -nll, greedy))
-        return results
+        prepared = [self._prepare(index, request, generation=False) for index, request in enumerate(requests)]
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        pbar = tqdm(total=len(requests), disable=self._rank != 0, desc="fgclip_llava loglikelihood")
+        for batch in self._batches(prepared, self.batch_size_per_gpu, whole_images=self.share_prefix):
+            features = self._features(batch)
+            scored = [self._scoring_ids(req, features) for req in batch]
+            ids = [full for full, _ in scored]
+            parts = [Part(list(range(len(batch))))]
+            if self.share_prefix:  # the prefix stops before the last context token (its logits score the first target)
+                keep = [full.numel() - n_context + 1 for full, n_context in scored]
+                parts = split_parts(ids, [tuple(r.image_keys) for r in batch], self.image_token_id, keep)
+            for part in parts:
+                if part.prefix_len:
+                    rows = self._score_shared([batch[r] for r in part.rows], [scored[r] for r in part.rows],
+                                              part.prefix_len, features)
+                else:
+                    rows = [self._score_one(batch[r], *scored[r], features) for r in part.rows]
+                for row, (nll, greedy) in zip(part.rows, rows):
+                    results[batch[row].index] = (nll if self.loglikelihood_returns == "nll" else -nll, greedy)
+            pbar.update(len(batch))
+        pbar.close()
+        return results  # type: ignore[return-value]
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         """lmms-eval declares this abstract; no task this plugin targets is multi-round, so such a task fails

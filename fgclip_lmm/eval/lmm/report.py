@@ -157,6 +157,10 @@ def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
                              f"| {_fmt(m['acc_plus'])} | {_fmt(m['score'], 2)} | {_fmt(m['yes_rate'])} "
                              f"| {_fmt(m.get('auroc_p_yes'))} |")
         lines.append("")
+    if report.get("controls"):
+        from fgclip_lmm.eval.lmm.controls import controls_markdown
+
+        lines += controls_markdown(report["controls"]["by_task"], report["controls"]["kinds"])
     if report["calibration"]:
         lines += ["## Calibration: AUROC of P(yes) (first-step logits, renormalised over yes/no)", "",
                   "| task | scored | AUROC | mean P(yes) |", "|---|---|---|---|"]
