@@ -3,7 +3,7 @@
 One step = `FGCLIPModel(**batch)` forward, `loss.backward()`, `AdamW.step()`, on synthetic batches in the exact
 collated format (`presets.fgclip_batch`, checked against the real `FGClipCollator` at start). Stage 1 batches
 carry images + long + short captions; stage 2 adds boxes, box phrases and hard negatives (default 4 boxes per
-image, 10 negatives each, all texts full length: the shape of fgclip.md §4.5).
+image, 10 negatives each, all texts full length: the shape of docs/model.md, "Compute per step").
 
 * MFU = analytic train FLOPs (`fgclip_lmm.train.flops.clip_tower_flops` x 3, as executed: distinct short-path
   rows) / median step time / the matmul peak measured in the same run (`measure_matmul_peak`), and on a GPU

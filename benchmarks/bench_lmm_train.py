@@ -71,7 +71,7 @@ def build(workdir: Path, llm: str, device: torch.device, samples: int, text_only
           max_length: int, seed: int):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from fgclip_lmm.data.llava_json import LlavaConfig, LlavaJsonDataset
+    from fgclip_lmm.data.llava_json import LlavaJsonConfig, LlavaJsonDataset
     from fgclip_lmm.lmm.dataset import LmmSupervisedDataset
 
     texts = [" ".join(WORDS)] * 2 + list(lmm_presets.CORPUS)
@@ -79,7 +79,7 @@ def build(workdir: Path, llm: str, device: torch.device, samples: int, text_only
     data = write_dataset(workdir / "data", samples, text_only, max_words, seed)
     processor = AutoProcessor.from_pretrained(export)
     model = LlavaForConditionalGeneration.from_pretrained(export, dtype=torch.float32).to(device)
-    reader = LlavaJsonDataset(LlavaConfig(data_path=str(data), image_root=str(data.parent),
+    reader = LlavaJsonDataset(LlavaJsonConfig(data_path=str(data), image_root=str(data.parent),
                                           image_size=presets.vision_config("tiny").image_size))
     dataset = LmmSupervisedDataset(reader, processor, "vicuna_v1", max_length)
     return model, processor, dataset

@@ -24,7 +24,6 @@ from transformers import CLIPVisionModel
 from fgclip_lmm.tower import TowerConfig, build_tower
 
 DEFAULT_BATCH = {"tiny": 128, "b16": 256, "l14_336": 128}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def load_models(path: Path, device: torch.device, dtype: torch.dtype):
@@ -38,7 +37,7 @@ def load_models(path: Path, device: torch.device, dtype: torch.dtype):
 
 def run(size: str, device: torch.device, batch: int, dtype: str = "fp32", repeats: int = 5, warmup: int = 1,
         workdir: str | None = None) -> dict:
-    torch_dtype = DTYPES[dtype]
+    torch_dtype = common.precision_dtype(dtype)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = presets.write_clip_checkpoint(size, Path(tmp) / "clip", device)
         ours, hf, short = load_models(path, device, torch_dtype)
@@ -84,7 +83,7 @@ def render(result: dict, size: str, dtype: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = common.base_parser("bench_tower", __doc__, presets.SIZES)
     p.add_argument("--batch", type=int, default=None, help="images per call (default per size)")
-    p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default bf16 on cuda, fp32 on cpu")
+    p.add_argument("--dtype", choices=list(common.PRECISIONS), default=None, help="default bf16 on cuda, fp32 on cpu")
     args = p.parse_args(argv)
     device = common.setup(args)
     args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")

@@ -34,13 +34,20 @@ if str(REPO) not in sys.path:
 import torch
 from typing_extensions import Self
 
+from fgclip_lmm.devices import pick_device  # the package's one device picker (setup and gpu_all use it)
+
 
 # ----------------------------------------------------------------------------------------------- device / timing
-def pick_device(name: str | None = None) -> torch.device:
-    """`name` if given, else cuda when available, else cpu."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}  # the benchmarks' --dtype names -> `fgclip_lmm.devices` names
+
+
+def precision_dtype(name: str) -> torch.dtype:
+    """`fp32` / `bf16` -> the torch dtype (through the package's one dtype table)."""
+    from fgclip_lmm.devices import torch_dtype
+
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; known: {', '.join(PRECISIONS)}")
+    return torch_dtype(PRECISIONS[name])
 
 
 def sync(device: torch.device) -> None:

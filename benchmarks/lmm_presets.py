@@ -20,9 +20,8 @@ from pathlib import Path
 
 import presets
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
 
-from fgclip_lmm.data.tokenizers import train_llm_tokenizer
+from fgclip_lmm.testing import TinyLlavaConfig, build_tiny_llava, write_tiny_llm
 
 LLM_SHAPES = {
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -49,29 +48,18 @@ CORPUS = (
 def write_llm(shape: str, out: Path, texts=CORPUS, device: torch.device | str = "cpu", seed: int = 0,
               dtype: torch.dtype = torch.float32) -> Path:
     """A random Llama of `shape` plus a tokenizer trained on `texts`, saved with `save_pretrained`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_llm_tokenizer([t for t in texts for _ in range(4)], out, vocab_size=600, extra_special_tokens=())
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=False, max_position_embeddings=2048, **LLM_SHAPES[shape])
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.save_pretrained(out)
-    return out
+    s = LLM_SHAPES[shape]
+    return write_tiny_llm(out, "llama", hidden=s["hidden_size"], layers=s["num_hidden_layers"],
+                          heads=s["num_attention_heads"], kv_heads=s["num_key_value_heads"],
+                          intermediate=s["intermediate_size"], texts=texts, vocab_size=600, max_positions=2048,
+                          seed=seed, dtype=dtype, device=device)
 
 
 def build_export(tower_size: str, llm_shape: str, out: Path, device: torch.device | str = "cpu",
                  dtype: str = "float32", texts=CORPUS, aspect: str = "pad") -> Path:
     """Assemble tower + projector + LLM into an HF LLaVA export at `out` (model, processor, assembly record)."""
-    from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
-
     out = Path(out)
     tower = presets.write_clip_checkpoint(tower_size, out.parent / f"{out.name}_tower", device)
     weights = torch.bfloat16 if dtype == "bfloat16" else torch.float32
     llm = write_llm(llm_shape, out.parent / f"{out.name}_llm", texts, device, dtype=weights)
-    config = AssembleConfig(tower=f"fgclip:{tower}", llm=str(llm), out=str(out), aspect=aspect, dtype=dtype,
-                            pad_to_multiple_of=64)
-    model, processor, meta = assemble(config)
-    return save_assembly(model, processor, meta, out)
+    return build_tiny_llava(out, TinyLlavaConfig(aspect=aspect, dtype=dtype, pad_to_multiple_of=64), tower, llm)

@@ -14,7 +14,7 @@ Sizes (random init from configs, nothing is downloaded):
 hard negatives: each hard box's positive phrase is its box phrase again, as FineHARD's collator produces it) from
 random token ids, so a real-size batch costs no tokenisation. Text lengths (`lengths=`):
 * `full`: every row full length (bos ... eos, no padding), the worst case the collator can produce and the shape
-  of the paper's compute table (fgclip.md §4.5);
+  of the paper's compute table (docs/model.md, "Compute per step");
 * `world`: per-row lengths drawn from `WORLD_LENGTHS`, the ranges measured on the synthetic world's FineHARD
   files with its CLIP tokenizer (`fgclip-lmm synth`, seed 0; medians long 79, short 13, short_expr 6, long_expr
   16, negatives 6 tokens), each group padded with eos to its longest row as the collator does; box phrases are
@@ -26,17 +26,25 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the repository root on sys.path)
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from transformers import CLIPTextConfig, CLIPVisionConfig
 
 from fgclip_lmm.model import FGCLIPConfig
+from fgclip_lmm.testing import write_clip_dir
 from fgclip_lmm.train.flops import clip_tower_flops
 
+def _sizes(config: FGCLIPConfig) -> dict:
+    """The preset entry of a config: the vision and text tower shapes and the projection width."""
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    vision, text = config.vision_config, config.text_config
+    return {"vision": {**{k: getattr(vision, k) for k in keys}, "image_size": vision.image_size,
+                       "patch_size": vision.patch_size},
+            "text": {**{k: getattr(text, k) for k in keys}, "vocab_size": text.vocab_size},
+            "projection_dim": config.projection_dim}
+
+
 CLIP_SIZES = {
-    "tiny": {"vision": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
-                             "image_size": 64, "patch_size": 16},
-                 "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
-                           "vocab_size": 512},
-                 "projection_dim": 32},
+    # the project's one tiny CLIP (`FGCLIPConfig.tiny`) at the benchmarks' width and resolution
+    "tiny": _sizes(FGCLIPConfig.tiny(width=64, image_size=64, patch_size=16, projection_dim=32)),
     "b16": {"vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
                             "image_size": 224, "patch_size": 16},
                 "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
@@ -71,15 +79,7 @@ def vision_config(size: str) -> CLIPVisionConfig:
 
 def write_clip_checkpoint(size: str, out: Path, device: torch.device | str = "cpu", seed: int = 0) -> Path:
     """A random full `CLIPModel` directory (preset vision tower, a token text tower) that every tower loader takes."""
-    torch.manual_seed(seed)
-    text = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                "max_position_embeddings": 16}
-    config = CLIPConfig(text_config=text, vision_config=vision_config(size).to_dict(),
-                        projection_dim=CLIP_SIZES[size]["projection_dim"])
-    with torch.device(device):
-        model = CLIPModel(config)
-    model.save_pretrained(out)
-    return Path(out)
+    return write_clip_dir(out, vision_config(size), CLIP_SIZES[size]["projection_dim"], seed, device)
 
 
 def fgclip_config(size: str, **overrides) -> FGCLIPConfig:

@@ -1,4 +1,4 @@
-"""FG-CLIP 2 stage-2 losses as modules (fgclip2.md section 3), open_clip style: explicit rank / world-size knobs,
+"""FG-CLIP 2 stage-2 losses as modules (docs/fgclip2.md, "Losses"), open_clip style: explicit rank / world-size knobs,
 named terms, float32 arithmetic whatever the model dtype, and no silent fallback.
 
 - `SigmoidGlobalLoss`: SigLIP's -sum logsigmoid(z * (s I.T + b)) / B of local images against the texts of every

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from fgclip_lmm.data.bad_records import BadRecordError, BadRecordPolicy
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
-from fgclip_lmm.data.llava_json import LlavaConfig, LlavaJsonDataset
+from fgclip_lmm.data.llava_json import LlavaJsonConfig, LlavaJsonDataset
 from fgclip_lmm.data.pairs import LongCaptionPairsDataset, PairsConfig
 from fgclip_lmm.data.streaming import stream_finehard
 
@@ -267,9 +267,10 @@ def test_llava_json_validation_and_image_less_records(image_root):
     ]
     path = image_root / "llava.json"
     path.write_text(json.dumps(rows))
-    with pytest.raises(BadRecordError, match=r"llava\.json record 2, field 'conversations': 0 <image>"):
-        LlavaJsonDataset(LlavaConfig(str(path), image_root=str(image_root)))
-    ds = LlavaJsonDataset(LlavaConfig(str(path), image_root=str(image_root), image_size=8, on_bad_record="skip"))
+    no_token = r"llava\.json record 2, field 'conversations': 1 image\(s\) given but no '<image>'"
+    with pytest.raises(BadRecordError, match=no_token):
+        LlavaJsonDataset(LlavaJsonConfig(str(path), image_root=str(image_root)))
+    ds = LlavaJsonDataset(LlavaJsonConfig(str(path), image_root=str(image_root), image_size=8, on_bad_record="skip"))
     assert len(ds) == 2 and ds.policy.report.skipped == {"missing_field": 3}
     assert ds[0]["pixel_values"].shape == (3, 8, 8) and ds[0]["id"] == "1" and ds[0]["has_image"]
     assert ds[1]["pixel_values"] is None and not ds[1]["has_image"]

@@ -5,34 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from test_datagen_world import synthetic_world
 
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
 from fgclip_lmm.datagen.cli import main
-from fgclip_lmm.datagen.tiny import write_tiny_grounding_dino, write_tiny_llava, write_tiny_owlv2
+from fgclip_lmm.testing import TinyLlavaConfig, build_tiny_llava, write_tiny_grounding_dino, write_tiny_owlv2
 
 REPLY = "A large red circle sits beside two small blue squares near the picture edge."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny models are slower with several threads on shared cores
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture()
+def world(datagen_world):
+    return datagen_world
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return synthetic_world(tmp_path_factory.mktemp("world"), 6)
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    from fgclip_lmm.lmm.tiny import write_tiny_llm
-
-    return write_tiny_llm(tmp_path_factory.mktemp("llama"), "llama")
+@pytest.fixture()
+def llama(tiny_llama):
+    return tiny_llama
 
 
 def _stats(out) -> dict:
@@ -40,7 +28,7 @@ def _stats(out) -> dict:
 
 
 def test_recaption_with_a_tiny_llava_export(world, tmp_path) -> None:
-    model = write_tiny_llava(tmp_path / "wired", reply=REPLY)
+    model = build_tiny_llava(tmp_path / "wired", TinyLlavaConfig(reply=REPLY, vocab_size=600))
     out = tmp_path / "cap.json"
     assert main(["recaption", "--images", str(world.images), "--out", str(out), "--model", str(model),
                  "--min-words", "8", "--max-new-tokens", "24", "--short-max-new-tokens", "24", "--batch-size", "4",
@@ -53,7 +41,7 @@ def test_recaption_with_a_tiny_llava_export(world, tmp_path) -> None:
 
 
 def test_random_llava_output_is_rejected_and_never_written(world, tmp_path) -> None:
-    model = write_tiny_llava(tmp_path / "random")
+    model = build_tiny_llava(tmp_path / "random")
     out = tmp_path / "cap.json"
     # every image rejected: the files and the report are written, and the run fails (an empty dataset is no success)
     assert main(["recaption", "--images", str(world.images), "--out", str(out), "--model", str(model),

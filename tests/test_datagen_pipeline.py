@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_datagen_world import synthetic_world
 
 from fgclip_lmm.data.bad_records import BadRecordError
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
@@ -26,9 +25,9 @@ LONG = ("The image shows a large red circle with stripes in the top left corner 
         "with dots at the bottom, drawn on a plain light gray background, picture {tag}.")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return synthetic_world(tmp_path_factory.mktemp("world"), 6)
+@pytest.fixture()
+def world(datagen_world):
+    return datagen_world
 
 
 def _digest(image: Image.Image) -> int:

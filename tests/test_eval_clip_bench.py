@@ -16,7 +16,7 @@ from fgclip_lmm.data.images import CLIP_MEAN, CLIP_STD
 from fgclip_lmm.data.tokenizers import train_clip_tokenizer
 from fgclip_lmm.eval.clip import cli as clip_bench
 from fgclip_lmm.eval.clip.benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
-from fgclip_lmm.eval.clip.encode import ClipEncoder, EncoderSettings, load_checkpoint
+from fgclip_lmm.eval.clip.encode import ClipEncoder, EncoderConfig, load_checkpoint
 from fgclip_lmm.eval.clip.formats import read_coco_instances, read_fgovd
 from fgclip_lmm.eval.clip.formats_global import read_image_folder, read_retrieval
 from fgclip_lmm.eval.clip.templates import TemplateSet, load_templates
@@ -34,15 +34,6 @@ def phrase(k: int) -> str:
 
 def long_caption(k: int) -> str:  # ~190 tokens with the test tokenizer: needs the long path, fits its 248
     return " and ".join(phrase(k + j) + " on the left" for j in range(16))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP spin on a shared 2-core machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +110,7 @@ def rank_of(scores: torch.Tensor, target: int) -> int:
 
 @pytest.fixture(scope="module")
 def model_tok(world):
-    return load_checkpoint(str(world / "model"), None, EncoderSettings())
+    return load_checkpoint(str(world / "model"), None, EncoderConfig())
 
 
 @torch.inference_mode()
@@ -205,7 +196,7 @@ def test_vision_tower_runs_once_per_image_batch_not_per_box(world, model_tok):
     calls = []
     handle = model.vision_model.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0] if a else None))
     try:
-        encoder = ClipEncoder(model, tok, EncoderSettings(batch_size=4, progress=False), BadRecordPolicy("error"))
+        encoder = ClipEncoder(model, tok, EncoderConfig(batch_size=4, progress=False), BadRecordPolicy("error"))
         data = read_coco_instances(world / "annotations" / "instances_val2017.json", None, BadRecordPolicy("error"))
         feats, ok = encoder.box_features(data.boxes)
     finally:

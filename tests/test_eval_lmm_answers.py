@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_eval_lmm_support import make_tiny_export
 from transformers import AutoTokenizer
 
 from fgclip_lmm.eval.lmm.answers import (
@@ -14,7 +13,7 @@ from fgclip_lmm.eval.lmm.answers import (
     parse_yes_no,
     yes_no_token_ids,
 )
-from fgclip_lmm.eval.lmm.requests import GenerationSettings, build_prompt, expand_image_tokens
+from fgclip_lmm.eval.lmm.requests import RequestGenerationConfig, build_prompt, expand_image_tokens
 
 
 @pytest.mark.parametrize(
@@ -40,10 +39,9 @@ def test_llava_rule(text: str, expected: str) -> None:
     assert normalize_answer(text) == expected
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
-
+@pytest.fixture()
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export
 
 
 def test_strict_mode_and_empty_answer() -> None:
@@ -75,13 +73,13 @@ def test_yes_no_token_ids_are_disjoint_answer_starts(tiny_export) -> None:
 
 
 def test_generation_settings_and_prompt_helpers(tiny_export) -> None:
-    greedy = GenerationSettings.from_gen_kwargs({"max_new_tokens": 5, "temperature": 0, "top_p": 0, "until": "\n"}, 99)
+    greedy = RequestGenerationConfig.from_gen_kwargs({"max_new_tokens": 5, "temperature": 0, "top_p": 0, "until": "\n"}, 99)
     assert (greedy.max_new_tokens, greedy.do_sample, greedy.until) == (5, False, ("\n",))
     assert greedy.truncate("yes\nno") == "yes"
-    sampled = GenerationSettings.from_gen_kwargs({"temperature": 0.7}, 99)
+    sampled = RequestGenerationConfig.from_gen_kwargs({"temperature": 0.7}, 99)
     assert sampled.do_sample and sampled.max_new_tokens == 99 and sampled.generate_kwargs()["temperature"] == 0.7
     with pytest.raises(ValueError, match="until"):
-        GenerationSettings.from_gen_kwargs({"until": 3}, 8)
+        RequestGenerationConfig.from_gen_kwargs({"until": 3}, 8)
     tokenizer = AutoTokenizer.from_pretrained(tiny_export)
     prompt = build_prompt("Is it red?", 1, tokenizer, "<image>", tokenizer.chat_template)
     assert prompt.count("<image>") == 1 and prompt.index("<image>") < prompt.index("Is it red?")

@@ -9,20 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 from lmms_eval.tasks import TaskManager
 from PIL import Image
-from test_eval_lmm_support import attr_rows, make_tiny_export, pope_rows
 
 from fgclip_lmm.eval.lmm import tasks_dir as lmms_tasks
 from fgclip_lmm.eval.lmm.cli import EvalInputError, main, parse_args, preflight
 from fgclip_lmm.eval.lmm.features import image_key
 from fgclip_lmm.eval.lmm.task_files import ATTR_FEATURES, ATTRIBUTES, POPE_FEATURES, POPE_SPLITS, write_parquet
+from fgclip_lmm.testing import attr_rows, pope_rows
 
 LMMS_TASKS = Path(__import__("lmms_eval").__file__).parent / "tasks"
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
-
+@pytest.fixture()
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export
 
 
 def _distinct_images(task_dir: Path, tasks: list[str], limit: int) -> int:

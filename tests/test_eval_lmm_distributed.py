@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
-from test_eval_lmm_support import SUBPROCESS_ENV, make_tiny_export
 
 from fgclip_lmm.eval.lmm.model import FGClipLlava
 from fgclip_lmm.eval.lmm.tasks_dir import SYNTHETIC_DIR
@@ -22,13 +21,13 @@ TASKS = ["fgclip_pope_random", "fgclip_attr_color"]
 LIMIT = 10
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
+@pytest.fixture()
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export
 
 
-
-def test_two_process_lmms_eval_cli_shards_like_builtin_models(tiny_export: Path, tmp_path: Path) -> None:
+def test_two_process_lmms_eval_cli_shards_like_builtin_models(tiny_export: Path, tmp_path: Path,
+                                                               subprocess_env: dict) -> None:
     out = tmp_path / "lmms"
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--num_processes", "2", "--multi_gpu", "--main_process_port", "29613",
@@ -36,7 +35,7 @@ def test_two_process_lmms_eval_cli_shards_like_builtin_models(tiny_export: Path,
            "--model_args", f"pretrained={tiny_export},score_yes_no=true,scores_path={out / 'scores.jsonl'}",
            "--batch_size", "4", "--tasks", ",".join(TASKS), "--include_path", str(SYNTHETIC_DIR),
            "--limit", str(LIMIT), "--output_path", str(out), "--log_samples", "--verbosity", "WARNING"]
-    env = {**SUBPROCESS_ENV, "ACCELERATE_USE_CPU": "true"}  # --cpu would start a single process
+    env = {**subprocess_env, "ACCELERATE_USE_CPU": "true"}  # --cpu would start a single process
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     per_rank = {}

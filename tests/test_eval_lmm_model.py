@@ -12,24 +12,18 @@ from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.models import get_model
 from lmms_eval.tasks import TaskManager
 from PIL import Image
-from test_eval_lmm_support import make_fixture_tasks, make_tiny_export, png
 
 from fgclip_lmm.eval.lmm.answers import normalize_answer
 from fgclip_lmm.eval.lmm.model import FGClipLlava
 from fgclip_lmm.eval.lmm.plugin import MANIFEST
+from fgclip_lmm.testing import png
 
 IMAGE = Image.open(io.BytesIO(png("red", "circle"))).convert("RGB")
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def fixture_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fixture_tasks(tmp_path_factory)
-
+@pytest.fixture()
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export
 
 
 def _request(lm: FGClipLlava, context: str, gen_kwargs: dict | None = None, doc_id: int = 0,

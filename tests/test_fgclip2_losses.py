@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from fgclip2_fixture import make_batch, tiny_model
+from fgclip_lmm.testing.fgclip2 import make_batch, tiny_model
 
 from fgclip_lmm.losses_fgclip2 import (
     FGCLIP2Loss,

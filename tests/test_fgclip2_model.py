@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fgclip2_fixture import (
+from fgclip_lmm.testing.fgclip2 import (
     make_batch,
     naflex_inputs,
     official_keys,
@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from fgclip_lmm.model import FGCLIP2Config, FGCLIP2Model
-from fgclip_lmm.model.convert import main as convert_main
+from fgclip_lmm.commands.convert import main as convert_main
 from fgclip_lmm.model.naflex import (
     budget_for,
     make_image_processor,

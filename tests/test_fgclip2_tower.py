@@ -8,13 +8,13 @@ import types
 import numpy as np
 import pytest
 import torch
-from fgclip2_fixture import tiny_model, write_official_checkpoint
+from fgclip_lmm.testing.fgclip2 import tiny_model, write_official_checkpoint
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionModel
 from transformers.utils import logging
 
 from fgclip_lmm.lmm.assemble import main as assemble_main
-from fgclip_lmm.lmm.tiny import write_tiny_llm
+from fgclip_lmm.testing import write_tiny_llm
 from fgclip_lmm.model.fixed_grid import fgclip2_vision_as_siglip, patchify
 from fgclip_lmm.tower import FGCLIP2Tower, TowerConfig, build_tower
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from clip_fixture import write_mini_world
 from harden_cli import run_cli, run_cli_batch
 
 from fgclip_lmm.errors import CheckpointError, InputError, checkpoint_errors, format_error
@@ -27,20 +26,19 @@ def _truncate(file: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> dict[str, Path]:
-    from fgclip_lmm.eval.lmm.tiny import build_tiny_llava
+def inputs(tmp_path_factory, mini_world, tiny_llava_export) -> dict[str, Path]:
     from fgclip_lmm.model import FGCLIPModel
     from fgclip_lmm.model.configuration_fgclip import FGCLIPConfig
 
     root = tmp_path_factory.mktemp("errors")
-    world = write_mini_world(root / "mini", n_images=8)
+    world = mini_world
     FGCLIPModel(FGCLIPConfig.tiny()).save_pretrained(root / "clip")
     shutil.copytree(root / "clip", root / "clip_trunc")
     _truncate(root / "clip_trunc" / "model.safetensors")
     (root / "clip_pickle").mkdir()
     shutil.copy(root / "clip" / "config.json", root / "clip_pickle" / "config.json")
     torch.save({"weights": _Evil()}, root / "clip_pickle" / "pytorch_model.bin")
-    llava = build_tiny_llava(root / "llava")
+    llava = tiny_llava_export
     shutil.copytree(llava, root / "llava_trunc")
     _truncate(root / "llava_trunc" / "model.safetensors")
     (root / "adapter").mkdir()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fgclip_lmm.data.bad_records import BadRecordError
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
-from fgclip_lmm.data.llava_json import LlavaConfig, LlavaJsonDataset
+from fgclip_lmm.data.llava_json import LlavaJsonConfig, LlavaJsonDataset
 from fgclip_lmm.data.pairs import LongCaptionPairsDataset, PairsConfig
 
 NEGS = {str(k): f"blue square {k}" for k in range(10)}
@@ -60,7 +60,7 @@ def test_escapes_and_absolute_paths_are_bad_records_in_every_reader(layout) -> N
     llava.write_text(json.dumps([{"id": str(i), "image": p, "conversations": [
         {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A circle."}]}
         for i, p in enumerate(["ok.png", *bad])]))
-    reader = LlavaJsonDataset(LlavaConfig(str(llava), image_root=str(root), image_size=8, on_bad_record="skip"))
+    reader = LlavaJsonDataset(LlavaJsonConfig(str(llava), image_root=str(root), image_size=8, on_bad_record="skip"))
     assert len(reader) == 1 and reader.policy.report.skipped == {"path_outside_root": 3}
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 from harden_cli import run_cli, run_cli_batch
-from test_eval_lmm_support import make_tiny_export
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_export(tmp_path_factory)
+@pytest.fixture()
+def tiny_export(tiny_llava_export: Path) -> Path:
+    return tiny_llava_export
 
 
 def _answers(out: Path) -> tuple[list, list]:

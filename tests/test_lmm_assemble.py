@@ -12,14 +12,15 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
 from transformers.utils import logging
 
-from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, main, read_meta
+from fgclip_lmm.commands.assemble import main
+from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, read_meta
 from fgclip_lmm.lmm.dataset import LmmCollator, dummy_pixel_values, image_seq_length
 from fgclip_lmm.lmm.encode import encode_sample
 from fgclip_lmm.lmm.export import save_projector
 from fgclip_lmm.lmm.forward import lmm_forward
 from fgclip_lmm.lmm.templates import get_template
-from fgclip_lmm.lmm.tiny import write_tiny_clip, write_tiny_llm, write_tiny_siglip
 from fgclip_lmm.lmm.tuning import LmmTuning, apply_tuning, lora_target_regex
+from fgclip_lmm.testing import write_tiny_clip, write_tiny_siglip
 from fgclip_lmm.tower import runs_without_grad
 
 logging.set_verbosity_error()
@@ -27,14 +28,13 @@ logging.disable_progress_bar()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_llama, tiny_qwen):
     root = tmp_path_factory.mktemp("asm")
     ns = types.SimpleNamespace(root=root)
     ns.fgclip = write_tiny_clip(root / "fgclip", hidden=32, seed=1)
     ns.clip = write_tiny_clip(root / "clip", hidden=48, heads=4, seed=2)
     ns.siglip = write_tiny_siglip(root / "siglip", hidden=32)
-    ns.llama = write_tiny_llm(root / "llama", "llama")
-    ns.qwen = write_tiny_llm(root / "qwen", "qwen2")
+    ns.llama, ns.qwen = tiny_llama, tiny_qwen
     for name, tower, llm in (("fg_llama", f"fgclip:{ns.fgclip}", ns.llama), ("clip_llama", f"clip:{ns.clip}", ns.llama),
                              ("fg_qwen", f"fgclip:{ns.fgclip}", ns.qwen)):
         assert main(["--tower", tower, "--llm", str(llm), "--out", str(root / name)]) == 0

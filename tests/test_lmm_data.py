@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, LlavaImageProcessor, LlavaProcessor
 
-from fgclip_lmm.data.llava_json import LlavaConfig, LlavaJsonDataset
+from fgclip_lmm.data.llava_json import LlavaJsonConfig, LlavaJsonDataset
 from fgclip_lmm.data.tokenizers import train_llm_tokenizer
 from fgclip_lmm.lmm.assemble import add_lmm_tokens
 from fgclip_lmm.lmm.dataset import (
@@ -22,7 +22,7 @@ from fgclip_lmm.lmm.dataset import (
 )
 from fgclip_lmm.lmm.encode import IGNORE_INDEX
 from fgclip_lmm.lmm.grouping import GroupedBatchSampler, grouped_batches
-from fgclip_lmm.lmm.tiny import DEFAULT_TEXTS
+from fgclip_lmm.testing import DEFAULT_TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_image_token_count_and_dummy(processor):
 
 
 def test_dataset_items_dummy_images_and_processor_pixels(processor, tmp_path):
-    reader = LlavaJsonDataset(LlavaConfig(data_path=str(_records(tmp_path)), image_root=str(tmp_path)))
+    reader = LlavaJsonDataset(LlavaJsonConfig(data_path=str(_records(tmp_path)), image_root=str(tmp_path)))
     ds = LmmSupervisedDataset(reader, processor, "vicuna_v1", model_max_length=256)
     img, text, wide = ds[0], ds[1], ds[2]
     assert img["image_mask"].tolist() == [True] and img["pixel_values"].shape == (1, 3, 28, 28)
@@ -76,13 +76,13 @@ def test_dataset_items_dummy_images_and_processor_pixels(processor, tmp_path):
 
 def test_dataset_error_policy_and_counted_skip(processor, tmp_path):
     data = _records(tmp_path, n_words_long=200)
-    strict = LmmSupervisedDataset(LlavaJsonDataset(LlavaConfig(data_path=str(data), image_root=str(tmp_path))),
+    strict = LmmSupervisedDataset(LlavaJsonDataset(LlavaJsonConfig(data_path=str(data), image_root=str(tmp_path))),
                                   processor, "vicuna_v1", model_max_length=200)
     assert strict[0]["id"] == "img" and strict[1]["id"] == "text"
     with pytest.raises(ValueError, match="sample 'wide'.*no answer token left"):
         strict[2]
     lenient = LmmSupervisedDataset(
-        LlavaJsonDataset(LlavaConfig(data_path=str(data), image_root=str(tmp_path), on_bad_record="skip")),
+        LlavaJsonDataset(LlavaJsonConfig(data_path=str(data), image_root=str(tmp_path), on_bad_record="skip")),
         processor, "vicuna_v1", model_max_length=200)
     assert lenient[2]["id"] == "img"  # replaced by the next good sample
     assert lenient[2]["id"] == "img" and lenient.skipped == {"no_target": 1}  # counted once
@@ -95,7 +95,7 @@ def test_dataset_counts_cut_conversations_once_and_names_an_unusable_set(process
     data.write_text(json.dumps(records))
 
     def dataset(template, max_length):
-        reader = LlavaJsonDataset(LlavaConfig(data_path=str(data), image_root=str(tmp_path), on_bad_record="skip"))
+        reader = LlavaJsonDataset(LlavaJsonConfig(data_path=str(data), image_root=str(tmp_path), on_bad_record="skip"))
         return LmmSupervisedDataset(reader, processor, template, model_max_length=max_length)
 
     plain = dataset("plain", 12)

@@ -19,8 +19,7 @@ from transformers.utils import logging
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
 from fgclip_lmm.lmm.export import NON_LORA_FILE, merge_peft, save_full, save_lora
 from fgclip_lmm.lmm.forward import lmm_forward
-from fgclip_lmm.lmm.merge_lora import main as merge_main
-from fgclip_lmm.lmm.tiny import write_tiny_clip, write_tiny_llm
+from fgclip_lmm.commands.merge_lora import main as merge_main
 from fgclip_lmm.lmm.tuning import LmmTuning, apply_tuning
 
 logging.set_verbosity_error()
@@ -57,11 +56,11 @@ QUESTION = "what color is the cube?"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_clip, tiny_llama, tiny_qwen):
     """An assembled base, a 'trained' full model and a 'trained' LoRA model, their exports and reference logits."""
     root = tmp_path_factory.mktemp("export")
     ns = types.SimpleNamespace(root=root)
-    tower, llm = write_tiny_clip(root / "fgclip"), write_tiny_llm(root / "llama", "llama")
+    tower, llm = tiny_clip, tiny_llama
     model, processor, meta = assemble(AssembleConfig(tower=f"fgclip:{tower}", llm=str(llm)))
     ns.base = save_assembly(model, processor, meta, root / "base")
     prompt = processor.apply_chat_template(
@@ -95,7 +94,7 @@ def trained(tmp_path_factory):
     ns.lora = save_lora(peft_model, processor, root / "lora", meta=meta)
     ns.peft_model = peft_model
 
-    qwen, qwen_processor, qwen_meta = assemble(AssembleConfig(tower=f"clip:{tower}", llm=str(write_tiny_llm(root / "qwen", "qwen2"))))
+    qwen, qwen_processor, qwen_meta = assemble(AssembleConfig(tower=f"clip:{tower}", llm=str(tiny_qwen)))
     ns.qwen = save_assembly(qwen, qwen_processor, qwen_meta, root / "qwen_base")
     qwen_prompt = qwen_processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}], add_generation_prompt=True)

@@ -11,7 +11,7 @@ from fgclip_lmm.data.tokenizers import train_llm_tokenizer
 from fgclip_lmm.lmm.assemble import add_lmm_tokens
 from fgclip_lmm.lmm.encode import IGNORE_INDEX, SampleError, encode_sample
 from fgclip_lmm.lmm.templates import TEMPLATES, get_template
-from fgclip_lmm.lmm.tiny import DEFAULT_TEXTS, train_chatml_tokenizer
+from fgclip_lmm.testing import DEFAULT_TEXTS, train_chatml_tokenizer
 
 N = 4  # image tokens per image
 

@@ -21,7 +21,7 @@ def tiny_clip(seed=0) -> CLIPModel:
 
 
 def official_keys(cfg: FGCLIPConfig) -> set[str]:
-    """The official v1 state-dict names (fgclip.md section 1.4), generated for a config."""
+    """The official v1 state-dict names (docs/model.md, "Model structure"), generated for a config."""
     layer = [f"self_attn.{p}_proj" for p in "qkv"] + ["self_attn.out_proj", "layer_norm1", "mlp.fc1", "mlp.fc2",
                                                        "layer_norm2"]
     keys = {"text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",

@@ -9,7 +9,7 @@ import torch
 from transformers import CLIPVisionModel, SiglipVisionModel
 from transformers.utils import logging
 
-from fgclip_lmm.lmm.tiny import write_tiny_clip, write_tiny_siglip
+from fgclip_lmm.testing import write_tiny_clip, write_tiny_siglip
 from fgclip_lmm.tower import TOWERS, FGCLIPTower, TowerConfig, build_tower, parse_tower_spec, tower_from_llava_args
 
 logging.set_verbosity_error()

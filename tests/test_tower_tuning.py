@@ -5,16 +5,15 @@ import pytest
 import torch
 from transformers.utils import logging
 
-from fgclip_lmm.lmm.tiny import write_tiny_clip
-from fgclip_lmm.tower import LoraSpec, TowerConfig, build_tower, runs_without_grad, set_no_grad_forward
+from fgclip_lmm.tower import LmmLoraConfig, TowerConfig, build_tower, runs_without_grad, set_no_grad_forward
 
 logging.set_verbosity_error()
 logging.disable_progress_bar()
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return str(write_tiny_clip(tmp_path_factory.mktemp("tune") / "clip"))
+def clip_dir(tiny_clip):
+    return str(tiny_clip)
 
 
 def _grads(tower, x):
@@ -46,7 +45,7 @@ def test_full_tower_gets_gradients_everywhere_used(clip_dir):
 
 
 def test_lora_tower_trains_only_adapters_and_merges_exactly(clip_dir):
-    tower = build_tower(TowerConfig(type="clip", path=clip_dir, tuning="lora", lora=LoraSpec(r=4, alpha=8)))
+    tower = build_tower(TowerConfig(type="clip", path=clip_dir, tuning="lora", lora=LmmLoraConfig(r=4, alpha=8)))
     trainable = {n for n, p in tower.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}

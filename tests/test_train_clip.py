@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_fixture import write_mini_world
 from fgclip_lmm.model import FGCLIPModel
 from fgclip_lmm.train.clip_config import ClipTrainConfig
 from fgclip_lmm.train.clip_trainer import PRESETS
@@ -22,8 +21,8 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false",
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return write_mini_world(tmp_path_factory.mktemp("mini"))
+def world(mini_world):
+    return mini_world
 
 
 def args(world, out, *extra):

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_fixture import write_mini_world
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
-from fgclip_lmm.lmm.tiny import write_tiny_llm
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
+from fgclip_lmm.testing import write_tiny_llm
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
@@ -19,9 +18,9 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false",
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, mini_world):
     root = tmp_path_factory.mktemp("lmm")
-    world = write_mini_world(root / "world", n_images=8)
+    world = mini_world
     torch.manual_seed(0)
     FGCLIPModel(FGCLIPConfig.tiny(image_size=32, patch_size=8)).save_pretrained(root / "fgclip")
     llm = write_tiny_llm(root / "llm", texts=["what colour is the square? red", "describe the picture"] * 3)
@@ -60,13 +59,15 @@ def test_align_then_finetune_zero3_then_lora(setup, tmp_path):
     align = run(setup, tmp_path / "align", "--stage", "align", "--max_steps", "3", "--lr", "1e-2",
                 "--zero_stage", "2")
     assert all(m["loss"] == m["loss"] for m in align) and (tmp_path / "align" / "mm_projector.safetensors").is_file()
+    assert all(m["image_norm_ratio"] > 0 and -1 <= m["image_cosine"] <= 1 for m in align)  # health, every log step
     before = LlavaForConditionalGeneration.from_pretrained(setup["assembled"])
     after = LlavaForConditionalGeneration.from_pretrained(tmp_path / "align" / "hf")
     changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.state_dict()[n])}
     assert changed and all("multi_modal_projector" in n for n in changed)  # align trains the projector only
 
-    run(setup, tmp_path / "ft", "--stage", "finetune", "--model", str(tmp_path / "align" / "hf"), "--max_steps", "2",
+    ft = run(setup, tmp_path / "ft", "--stage", "finetune", "--model", str(tmp_path / "align" / "hf"), "--max_steps", "2",
         "--zero_stage", "3", "--lr", "1e-3")
+    assert all("image_norm_ratio" in m for m in ft)  # the hooks see the tokens under ZeRO-3 too
     tuned = LlavaForConditionalGeneration.from_pretrained(tmp_path / "ft" / "hf")
     changed = {n for n, p in tuned.named_parameters() if not torch.equal(p, after.state_dict()[n])}
     assert any("language_model" in n for n in changed) and not any("vision_tower" in n for n in changed)

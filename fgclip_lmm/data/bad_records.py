@@ -17,8 +17,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from fgclip_lmm.errors import FGClipError
 
 OnBadRecord = Literal["error", "skip"]
@@ -59,6 +57,8 @@ class SharedCounts:
     """Named int64 counters in shared memory (visible across forked or spawned DataLoader workers)."""
 
     def __init__(self, names: tuple[str, ...]):
+        import torch  # here, not at module level: command-line front-ends import this module for its errors
+
         self.names = names
         self._index = {name: i for i, name in enumerate(names)}
         self._values = torch.zeros(len(names), dtype=torch.int64).share_memory_()

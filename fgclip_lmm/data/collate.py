@@ -15,7 +15,8 @@ Batch contract (every text tensor is padded to the longest text in the batch wit
 | `hard_counts` | (B,) long | hard boxes per image |
 
 Nothing padded is ever encoded: there are no padding boxes and no empty texts. A batch without boxes or without
-hard negatives yields K = 0 / M = 0 tensors of width 2 (bos + eos), never a crash (fgclip.md §11).
+hard negatives yields K = 0 / M = 0 tensors of width 2 (bos + eos), never a crash (docs/model.md,
+"Pitfalls of the official code and what this project does").
 
 Pass the dataset's report (`FGClipCollator(tok, cfg, report=dataset.policy.report)`) so truncations and skipped
 records end up in one end-of-run summary.

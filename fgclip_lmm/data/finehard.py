@@ -1,7 +1,7 @@
 """FineHARD reader (FG-CLIP stage 2): official item schema, validation, map-style and streaming datasets.
 
-Item schema (fgclip.md §6.2): `f_path`, `caption` (long), `short_caption` (the prefix "a photo of " is prepended,
-configurable), `bbox_info[{bbox: [x1, y1, x2, y2, score?], short_expr, long_expr, flag_short_neg,
+Item schema (docs/model.md, "Item schema"): `f_path`, `caption` (long), `short_caption` (the prefix "a photo of " is
+prepended, configurable), `bbox_info[{bbox: [x1, y1, x2, y2, score?], short_expr, long_expr, flag_short_neg,
 short_expr_negs: {key: negative, ...}}]`. Only the first `max_boxes` entries are used; negatives are taken in key
 order and a box flagged `flag_short_neg == 1` must carry exactly `num_hard_negatives` of them.
 

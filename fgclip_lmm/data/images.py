@@ -1,9 +1,9 @@
 """Image loading and FG-CLIP preprocessing: EXIF orientation, any PIL mode to RGB, squash-resize, CLIP mean/std.
 
-FG-CLIP resizes every image to S x S before the CLIP processor (fgclip.md §7): the image is squashed, not
-cropped, so normalised xyxy boxes stay valid. `ImagePreprocessor` does exactly that and returns a (3, S, S)
-float tensor; `load_rgb` is the single entry point that turns a path or encoded bytes into an RGB PIL image
-(training, datagen, eval-clip, the lmms-eval plugin and the demo plots all decode through it).
+FG-CLIP resizes every image to S x S before the CLIP processor (docs/model.md, "Image preprocessing: squash, never
+crop"): the image is squashed, not cropped, so normalised xyxy boxes stay valid. `ImagePreprocessor` does exactly
+that and returns a (3, S, S) float tensor; `load_rgb` is the single entry point that turns a path or encoded bytes
+into an RGB PIL image (training, datagen, eval-clip, the lmms-eval plugin and the demo plots all decode through it).
 
 Pixel budget: an image whose header declares more than `max_pixels` pixels (default 50 MP; the reader configs'
 `max_image_pixels`, the `--max-image-pixels` options, or FGCLIP_MAX_IMAGE_PIXELS for every process; 0 = no

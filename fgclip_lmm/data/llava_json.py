@@ -1,8 +1,9 @@
-"""LLaVA instruction / caption JSON reader (llava.md §5.3).
+"""LLaVA instruction / caption JSON reader (docs/llava.md, "Training data").
 
 Record: `{"id", "image" (optional), "conversations": [{"from": "human", "value": "<image>\\n..."},
-{"from": "gpt", "value": ...}, ...]}`. Turns alternate human / gpt starting with human. A record with `image`
-holds exactly one `<image>` placeholder; an image-less (text-only) record holds none.
+{"from": "gpt", "value": ...}, ...]}`, checked by the rules of `fgclip_lmm.data.conversations` (the ones the LMM
+encoder applies): turns alternate human / gpt, start with human and end with a non-empty gpt answer; a record
+with `image` holds exactly one `<image>` placeholder, an image-less (text-only) record none.
 
 Samples: `id`, `conversations` (list of {"from", "value"}), `pixel_values` ((3, S, S) or None for text-only
 records), `has_image`, `record_id`. Large files stream through `streaming.stream_llava(config)`.
@@ -16,15 +17,13 @@ from pathlib import Path
 
 from fgclip_lmm.data.bad_records import BadReason, BadRecordPolicy, OnBadRecord
 from fgclip_lmm.data.base import ImageRecordDataset, resolve_record_image
+from fgclip_lmm.data.conversations import ConversationError, check_conversation
 from fgclip_lmm.data.images import ImageConfig, ImagePreprocessor
 from fgclip_lmm.data.records_io import read_records, resolve_data_files
 
-IMAGE_PLACEHOLDER = "<image>"
-ROLES = ("human", "gpt")
-
 
 @dataclass(frozen=True)
-class LlavaConfig:
+class LlavaJsonConfig:
     data_path: str | list
     image_root: str | None = None
     strip_prefixes: tuple[str, ...] = ()
@@ -46,50 +45,27 @@ class LlavaRecord:
 
 
 def parse_llava_record(
-    raw: dict, source: str, index: int, config: LlavaConfig, policy: BadRecordPolicy
+    raw: dict, source: str, index: int, config: LlavaJsonConfig, policy: BadRecordPolicy
 ) -> LlavaRecord | None:
     if "id" not in raw or raw["id"] is None:
         policy.reject(BadReason.MISSING_FIELD, source, index, "id", "field is missing")
         return None
-    turns = raw.get("conversations")
-    if not isinstance(turns, list) or not turns:
-        policy.reject(BadReason.MISSING_FIELD, source, index, "conversations", "expected a non-empty list of turns")
+    try:
+        _, images = check_conversation(raw)
+    except ConversationError as error:
+        reason = BadReason.EMPTY_CAPTION if error.reason == "empty_answer" else BadReason.MISSING_FIELD
+        policy.reject(reason, source, index, error.field, error.detail)
         return None
-    for t, turn in enumerate(turns):
-        label = f"conversations[{t}]"
-        if not isinstance(turn, dict) or turn.get("from") != ROLES[t % 2] or not isinstance(turn.get("value"), str):
-            policy.reject(
-                BadReason.MISSING_FIELD,
-                source,
-                index,
-                label,
-                f"expected {{'from': {ROLES[t % 2]!r}, 'value': str}} (turns alternate human/gpt)",
-            )
-            return None
-        if not turn["value"].replace(IMAGE_PLACEHOLDER, "").strip() and turn["from"] == "gpt":
-            policy.reject(BadReason.EMPTY_CAPTION, source, index, f"{label}.value", "answer is empty")
-            return None
-    placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
-    image = raw.get("image")
-    if image is not None and (not isinstance(image, str) or not image.strip()):
-        policy.reject(BadReason.MISSING_FIELD, source, index, "image", f"expected a relative path, got {image!r}")
+    if len(images) > 1:
+        policy.reject(BadReason.MISSING_FIELD, source, index, "image", f"one image per record, got {len(images)}")
         return None
-    expected = 1 if image is not None else 0
-    if placeholders != expected:
-        policy.reject(
-            BadReason.MISSING_FIELD,
-            source,
-            index,
-            "conversations",
-            f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for a record {'with' if image else 'without'} an image",
-        )
-        return None
+    image = images[0] if images else None
     path = None
     if image is not None:
         path = resolve_record_image(image, config, policy, source, index, "image")
         if path is None:
             return None
-    conversations = [{"from": turn["from"], "value": turn["value"]} for turn in turns]
+    conversations = [{"from": turn["from"], "value": turn["value"]} for turn in raw["conversations"]]
     return LlavaRecord(source, index, str(raw["id"]), path, conversations)
 
 
@@ -106,7 +82,7 @@ def make_llava_sample(record: LlavaRecord, pixels, rng=None) -> dict:
 class LlavaJsonDataset(ImageRecordDataset):
     """Map-style LLaVA reader, image-less records included; images decoded lazily with the skip fallback."""
 
-    def __init__(self, config: LlavaConfig, policy: BadRecordPolicy | None = None):
+    def __init__(self, config: LlavaJsonConfig, policy: BadRecordPolicy | None = None):
         policy = policy or BadRecordPolicy(config.on_bad_record)
         super().__init__(ImagePreprocessor(ImageConfig(size=config.image_size, max_pixels=config.max_image_pixels)),
                          policy)

@@ -25,9 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from fgclip_lmm.data.synth.generate import SynthConfig, generate
-
     args = build_parser().parse_args(argv)
+    from fgclip_lmm.data.synth.generate import (  # torch: only after the arguments parse
+        SynthConfig,
+        generate,
+    )
+
     config = SynthConfig(
         out=args.out,
         images=args.images,

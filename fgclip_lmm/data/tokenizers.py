@@ -4,11 +4,13 @@ Two tokenizers, both saved in Hugging Face format so `AutoTokenizer.from_pretrai
 
 * `train_clip_tokenizer`: CLIP-style byte-level BPE (lower-cased text, CLIP's word-splitting regex, `</w>`
   end-of-word suffix, bos `<|startoftext|>`, eos `<|endoftext|>`, pad = eos, `model_max_length` 77). The
-  post-processor adds bos/eos, so HF truncation keeps both (the FG-CLIP call sites rely on it, fgclip.md §2.3).
+  post-processor adds bos/eos, so HF truncation keeps both (the FG-CLIP call sites rely on it;
+  docs/model.md, "Tokenisation and pooling").
   Its special tokens take ids 0 (bos) and 1 (eos); the model core reads them from the tokenizer, never 49406/49407.
 * `train_llm_tokenizer`: Llama-style BPE (metaspace `▁`, byte fallback through `<0x00>`..`<0xFF>` tokens, `<unk>`,
-  `<s>`, `</s>`, `<pad>`, plus `<image>` for HF LLaVA) with a Vicuna-v1 chat template (llava.md §5.1) that accepts
-  both string content and list content (`{"type": "image"}` / `{"type": "text"}` items).
+  `<s>`, `</s>`, `<pad>`, plus `<image>` for HF LLaVA) with the Vicuna-v1 chat template of
+  `fgclip_lmm.lmm.templates` (the one definition training and inference share; docs/llava.md, "Conversation
+  templates"), which accepts string and list content (`{"type": "image"}` / `{"type": "text"}` items).
 
 Merges are learned by `bpe_learner.learn_merges` (ties broken by the pair itself, unlike the Rust trainer) and
 ids are laid out in a fixed order, so identical inputs produce byte-identical files. `vocab_size` is an upper
@@ -24,7 +26,9 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from fgclip_lmm.constants import IMAGE_TOKEN
 from fgclip_lmm.data.bpe_learner import count_words, learn_merges
+from fgclip_lmm.lmm.templates import VICUNA_SYSTEM, get_template
 
 CLIP_BOS = "<|startoftext|>"
 CLIP_EOS = "<|endoftext|>"
@@ -32,34 +36,7 @@ CLIP_MAX_LENGTH = 77
 # CLIP's own word splitter (OpenAI `simple_tokenizer.py`), applied after lower-casing.
 CLIP_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
-LLM_UNK, LLM_BOS, LLM_EOS, LLM_PAD, LLM_IMAGE = "<unk>", "<s>", "</s>", "<pad>", "<image>"
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-# Vicuna v1 (SeparatorStyle.TWO, sep " ", sep2 "</s>"): "{system} USER: {q} ASSISTANT: {a}</s>USER: ...".
-# List content renders each image item as "<image>\n" before the joined text items (HF LLaVA convention).
-VICUNA_CHAT_TEMPLATE = (
-    "{%- macro render(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- else -%}"
-    "{%- for item in content if item['type'] == 'image' -%}{{ '<image>\\n' }}{%- endfor -%}"
-    "{{ content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') }}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- set system = render(messages[0]['content']) -%}{%- set turns = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set system = '" + VICUNA_SYSTEM.replace("'", "\\'") + "' -%}{%- set turns = messages -%}"
-    "{%- endif -%}"
-    "{{ system }}{{ ' ' }}"
-    "{%- for message in turns -%}"
-    "{%- if message['role'] == 'user' -%}{{ 'USER: ' }}{{ render(message['content']) }}{{ ' ' }}"
-    "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT: ' }}{{ render(message['content']) }}{{ '</s>' }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
-)
+LLM_UNK, LLM_BOS, LLM_EOS, LLM_PAD, LLM_IMAGE = "<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN
 
 
 def _nonempty(texts: Iterable[str]) -> list[str]:
@@ -185,7 +162,7 @@ def train_llm_tokenizer(
         model_max_length=2048,
         model_input_names=["input_ids", "attention_mask"],
     )
-    hf.chat_template = VICUNA_CHAT_TEMPLATE
+    hf.chat_template = get_template("vicuna_v1").chat_template()
     _save(hf, out_dir)
     return hf
 

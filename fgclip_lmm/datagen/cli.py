@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from fgclip_lmm.constants import DTYPE_NAMES
 from fgclip_lmm.datagen.runner import stats_path
 from fgclip_lmm.errors import InputError, run_command
 
@@ -31,7 +32,7 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--out", required=True, help="output FineHARD JSON array (progress in OUT.parts/)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"items per batch (default {batch_size})")
     parser.add_argument("--device", default=None, help="torch device (default cuda:$LOCAL_RANK, else cpu); 'auto' spreads one model over all GPUs")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES])
     parser.add_argument("--on-bad-record", default="skip", choices=["skip", "error"],
                         help="bad input records / images: count and skip (default), or stop")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -44,9 +45,8 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fgclip_lmm.datagen.negatives import NEG_PROMPT
-    from fgclip_lmm.datagen.recaption import DEFAULT_LONG_PROMPT, DEFAULT_SHORT_PROMPT
-
+    # Light on purpose: the step modules (torch, transformers) are imported only after the arguments parse, so
+    # prompts default to None here and mean the step's own default (`DEFAULT_*_PROMPT`, `NEG_PROMPT`).
     parser = argparse.ArgumentParser(prog="fgclip-lmm datagen", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--images", required=True, help="image folder; f_path is written relative to it")
     rec.add_argument("--input", default=None, help="records with f_path[, short_caption] (default: every image)")
     rec.add_argument("--model", required=True, help="AutoModelForImageTextToText checkpoint, e.g. llava-hf/llava-1.5-7b-hf")
-    rec.add_argument("--long-prompt", type=_text, default=DEFAULT_LONG_PROMPT, help="long-caption prompt or @file")
-    rec.add_argument("--short-prompt", type=_text, default=DEFAULT_SHORT_PROMPT, help="short-caption prompt or @file")
+    rec.add_argument("--long-prompt", type=_text, default=None,
+                     help="long-caption prompt or @file (default: recaption.DEFAULT_LONG_PROMPT)")
+    rec.add_argument("--short-prompt", type=_text, default=None,
+                     help="short-caption prompt or @file (default: recaption.DEFAULT_SHORT_PROMPT)")
     rec.add_argument("--short-source", choices=["generate", "input"], default="generate",
                      help="generate the short caption, or keep the input record's short_caption")
     rec.add_argument("--max-new-tokens", type=int, default=320)
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--rules-only", action="store_true", help="lexicon attribute swaps only, no LLM")
     neg.add_argument("--images", default=None, help="image root; when given, records with missing images are rejected")
     neg.add_argument("--num-negatives", type=int, default=10)
-    neg.add_argument("--prompt", type=_text, default=NEG_PROMPT, help="prompt with {phrase} ({k}, {noun}) or @file")
+    neg.add_argument("--prompt", type=_text, default=None,
+                     help="prompt with {phrase} ({k}, {noun}) or @file (default: negatives.NEG_PROMPT)")
     neg.add_argument("--max-new-tokens", type=int, default=256)
     neg.add_argument("--llm-batch-size", type=int, default=32, help="phrases per generate call")
     neg.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -121,13 +124,19 @@ def _run_kwargs(args) -> dict:
             "allow_paths_outside_root": args.allow_paths_outside_root, "max_image_pixels": args.max_image_pixels}
 
 
+def _given(**values) -> dict:
+    """Only the options the user set (None = keep the step config's default)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _dispatch(args):
     if args.step == "recaption":
         from fgclip_lmm.datagen.recaption import RecaptionConfig, run_recaption
 
         return run_recaption(RecaptionConfig(
-            image_root=args.images, input=args.input, model=args.model, long_prompt=args.long_prompt,
-            short_prompt=args.short_prompt, short_source=args.short_source, max_new_tokens=args.max_new_tokens,
+            image_root=args.images, input=args.input, model=args.model,
+            **_given(long_prompt=args.long_prompt, short_prompt=args.short_prompt), short_source=args.short_source,
+            max_new_tokens=args.max_new_tokens,
             short_max_new_tokens=args.short_max_new_tokens, min_words=args.min_words,
             short_min_words=args.short_min_words, max_retries=args.max_retries,
             retry_temperature=args.retry_temperature, seed=args.seed, **_run_kwargs(args)))
@@ -144,7 +153,7 @@ def _dispatch(args):
 
     return run_negatives(NegativesConfig(
         input=args.input, model=args.model, rules_only=args.rules_only, image_root=args.images,
-        num_negatives=args.num_negatives, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+        num_negatives=args.num_negatives, **_given(prompt=args.prompt), max_new_tokens=args.max_new_tokens,
         llm_batch_size=args.llm_batch_size, temperature=args.temperature, seed=args.seed, **_run_kwargs(args)))
 
 

@@ -10,9 +10,9 @@ and `labels` (n,), the index of the query each box answers (-1 when it matches n
 * Grounding DINO: the queries are joined as "q1. q2. ..." and each box's decoded text span is mapped back to a query
   (`match_label`: exact, then the query sharing most words).
 
-`select_boxes` applies the paper's recipe (fgclip.md §6.5: NMS and confidence > 0.4) plus caps: clip to the image,
-drop boxes narrower than `min_box_side`, class-agnostic NMS (`torchvision.ops.nms`), at most
-`max_boxes_per_phrase` boxes per query and `max_boxes` per image, best score first.
+`select_boxes` applies the paper's recipe (NMS and confidence > 0.4; docs/model.md, "How FineHARD was built") plus
+caps: clip to the image, drop boxes narrower than `min_box_side`, class-agnostic NMS (`torchvision.ops.nms`), at
+most `max_boxes_per_phrase` boxes per query and `max_boxes` per image, best score first.
 """
 from __future__ import annotations
 

@@ -18,18 +18,10 @@ from dataclasses import dataclass
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.datagen.detector import SelectConfig, select_boxes
-from fgclip_lmm.datagen.hf_models import GenerationOptions
+from fgclip_lmm.datagen.hf_models import DecodingConfig
 from fgclip_lmm.datagen.inputs import ImageFailure, finehard_items, load_images
 from fgclip_lmm.datagen.phrases import Phrase, chunk_phrases, llm_phrases
-from fgclip_lmm.datagen.runner import (
-    Outcome,
-    RunResult,
-    Shard,
-    StepSettings,
-    WorkItem,
-    lazy,
-    run_step,
-)
+from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepConfig, WorkItem, lazy, run_step
 from fgclip_lmm.errors import InputError
 
 PHRASE_PROMPT = (
@@ -43,7 +35,7 @@ ChatFn = Callable[..., list[str]]  # prompts, options -> replies
 
 
 @dataclass(frozen=True)
-class GroundConfig(StepSettings):
+class GroundConfig(StepConfig):
     input: str
     image_root: str
     out: str
@@ -85,7 +77,7 @@ def extract_phrases(captions: list[str], config: GroundConfig, chat: Callable[[]
     if config.phrases == "rules":
         return [chunk_phrases(c, config.max_phrases) for c in captions]
     replies = chat()([PHRASE_PROMPT.format(caption=c) for c in captions],
-                     GenerationOptions(max_new_tokens=config.phrase_max_new_tokens))
+                     DecodingConfig(max_new_tokens=config.phrase_max_new_tokens))
     out = []
     for caption, reply, count in zip(captions, replies, counts):
         phrases = llm_phrases(caption, reply, config.max_phrases)

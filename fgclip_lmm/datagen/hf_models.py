@@ -11,18 +11,17 @@ under torchrun / accelerate), else the CPU; `auto` spreads one model over all vi
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
-from fgclip_lmm.errors import CheckpointError, InputError
+from fgclip_lmm.devices import pick_device, torch_dtype
+from fgclip_lmm.errors import CheckpointError
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
-class GenerationOptions:
+class DecodingConfig:
     max_new_tokens: int = 256
     do_sample: bool = False
     temperature: float = 1.0
@@ -30,31 +29,17 @@ class GenerationOptions:
     seed: int | None = None
 
 
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def parse_dtype(name: str):
-    if name not in DTYPES:
-        raise InputError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
 def load_model(auto_class, model_id: str, device: str | None, dtype: str):
     """(model in eval mode, input device). `device="auto"` spreads the model over every visible GPU with
     accelerate's `device_map="auto"` (for checkpoints larger than one GPU; run one process per model copy)."""
     if device == "auto":
-        model = auto_class.from_pretrained(model_id, dtype=parse_dtype(dtype), device_map="auto")
+        model = auto_class.from_pretrained(model_id, dtype=torch_dtype(dtype, allow_auto=True), device_map="auto")
         return model.eval(), model.device
     target = pick_device(device)
-    return auto_class.from_pretrained(model_id, dtype=parse_dtype(dtype)).to(target).eval(), target
+    return auto_class.from_pretrained(model_id, dtype=torch_dtype(dtype, allow_auto=True)).to(target).eval(), target
 
 
-def _generate(model, inputs, options: GenerationOptions, pad_token_id: int | None) -> torch.Tensor:
+def _generate(model, inputs, options: DecodingConfig, pad_token_id: int | None) -> torch.Tensor:
     kwargs = {"max_new_tokens": options.max_new_tokens, "do_sample": options.do_sample, "pad_token_id": pad_token_id}
     if options.do_sample:
         kwargs.update(temperature=options.temperature, top_p=options.top_p)
@@ -86,7 +71,7 @@ class ImageTextGenerator:
         _left_padded(self.processor.tokenizer)
         self.model, self.device = load_model(AutoModelForImageTextToText, model_id, device, dtype)
 
-    def __call__(self, images: list, prompt: str, options: GenerationOptions) -> list[str]:
+    def __call__(self, images: list, prompt: str, options: DecodingConfig) -> list[str]:
         conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
                                                         {"type": "text", "text": prompt}]}] for image in images]
         inputs = self.processor.apply_chat_template(
@@ -109,7 +94,7 @@ class ChatGenerator:
         _left_padded(self.tokenizer)
         self.model, self.device = load_model(AutoModelForCausalLM, model_id, device, dtype)
 
-    def __call__(self, prompts: list[str], options: GenerationOptions, system: str | None = None) -> list[str]:
+    def __call__(self, prompts: list[str], options: DecodingConfig, system: str | None = None) -> list[str]:
         head = [{"role": "system", "content": system}] if system else []
         conversations = [head + [{"role": "user", "content": prompt}] for prompt in prompts]
         inputs = self.tokenizer.apply_chat_template(

@@ -1,15 +1,15 @@
 """Step 3, `negatives`: exactly K hard negatives per region phrase that change attributes and keep the noun.
 
 For every box, a chat LLM (`AutoModelForCausalLM`, prompt `NEG_PROMPT` through the tokenizer's chat template)
-proposes rewrites of `short_expr`, one per line; the paper used Llama-3.1-70B (fgclip.md §6.5). Every candidate
-is cleaned and validated (`validate`): `empty` / `not_text`, `too_long`, `missing_noun` (the head noun, singular
-or plural, must stay), `same_as_positive` (equal to the positive once articles are dropped and lexicon synonyms
-are folded: "big" = "large"), `adds_only` (keeps every word of the positive and only adds some: "big red car" for
-"red car" may still be true), `drops_only` (only removes words: "red car" for "big red car" is true of the region)
-and `duplicate` (of an accepted negative, same folding). Rejected candidates are
-counted by reason. Missing negatives are filled, in order, from `rule_negatives`, a deterministic attribute swap
-over the lexicon; a box ends with exactly K (`flag_short_neg: 1`) or with none (`flag_short_neg: 0`, reason
-counted as `box_short:no_noun | no_attribute | too_few`).
+proposes rewrites of `short_expr`, one per line; the paper used Llama-3.1-70B (docs/model.md, "How FineHARD was
+built"). Every candidate is cleaned and validated (`validate`): `empty` / `not_text`, `too_long`, `missing_noun`
+(the head noun, singular or plural, must stay), `same_as_positive` (equal to the positive once articles are dropped
+and lexicon synonyms are folded: "big" = "large"), `adds_only` (keeps every word of the positive and only adds some:
+"big red car" for "red car" may still be true), `drops_only` (only removes words: "red car" for "big red car" is
+true of the region) and `duplicate` (of an accepted negative, same folding). Rejected candidates are counted by
+reason. Missing negatives are filled, in order, from `rule_negatives`, a deterministic attribute swap over the
+lexicon; a box ends with exactly K (`flag_short_neg: 1`) or with none (`flag_short_neg: 0`, reason counted as
+`box_short:no_noun | no_attribute | too_few`).
 
 `rule_negatives` replaces one attribute word at a time by the other groups of its axis, starting after its own
 group, round-robin over the phrase's attribute words; then two words at a time. A count change keeps grammatical
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
-from fgclip_lmm.datagen.hf_models import GenerationOptions
+from fgclip_lmm.datagen.hf_models import DecodingConfig
 from fgclip_lmm.datagen.inputs import finehard_items
 from fgclip_lmm.datagen.lexicon import (
     COUNT_ONE,
@@ -35,15 +35,7 @@ from fgclip_lmm.datagen.lexicon import (
 )
 from fgclip_lmm.datagen.phrases import head_noun
 from fgclip_lmm.datagen.quality import TextQuality, degenerate_reason, words
-from fgclip_lmm.datagen.runner import (
-    Outcome,
-    RunResult,
-    Shard,
-    StepSettings,
-    WorkItem,
-    lazy,
-    run_step,
-)
+from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepConfig, WorkItem, lazy, run_step
 from fgclip_lmm.errors import InputError
 
 NEG_PROMPT = (
@@ -58,7 +50,7 @@ ChatFn = Callable[..., list[str]]  # prompts, options -> replies
 
 
 @dataclass(frozen=True)
-class NegativesConfig(StepSettings):
+class NegativesConfig(StepConfig):
     input: str
     out: str
     model: str | None = None  # chat LLM; None needs rules_only
@@ -209,7 +201,7 @@ def make_batch_fn(config: NegativesConfig, chat: Callable[[], ChatFn] | None):
                                             phrase=box["short_expr"]) for _, _, box in boxes]
             sample = config.temperature > 0
             for start in range(0, len(prompts), config.llm_batch_size):
-                options = GenerationOptions(max_new_tokens=config.max_new_tokens, do_sample=sample,
+                options = DecodingConfig(max_new_tokens=config.max_new_tokens, do_sample=sample,
                                             temperature=config.temperature if sample else 1.0,
                                             seed=config.seed + batch[0].index + start)
                 replies[start:start + config.llm_batch_size] = chat()(prompts[start:start + config.llm_batch_size], options)

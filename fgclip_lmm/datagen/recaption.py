@@ -18,18 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fgclip_lmm.data.bad_records import BadRecordPolicy
-from fgclip_lmm.datagen.hf_models import GenerationOptions
+from fgclip_lmm.datagen.hf_models import DecodingConfig
 from fgclip_lmm.datagen.inputs import ImageFailure, image_items, load_images
 from fgclip_lmm.datagen.quality import TextQuality, clean_caption, degenerate_reason
-from fgclip_lmm.datagen.runner import (
-    Outcome,
-    RunResult,
-    Shard,
-    StepSettings,
-    WorkItem,
-    lazy,
-    run_step,
-)
+from fgclip_lmm.datagen.runner import Outcome, RunResult, Shard, StepConfig, WorkItem, lazy, run_step
 from fgclip_lmm.errors import InputError
 
 DEFAULT_LONG_PROMPT = (
@@ -42,11 +34,11 @@ DEFAULT_LONG_PROMPT = (
 DEFAULT_SHORT_PROMPT = "Write a short caption for this image: one sentence of at most 20 words."
 
 # images, prompt, options -> one reply per image
-ImageGenerateFn = Callable[[list, str, GenerationOptions], list[str]]
+ImageGenerateFn = Callable[[list, str, DecodingConfig], list[str]]
 
 
 @dataclass(frozen=True)
-class RecaptionConfig(StepSettings):
+class RecaptionConfig(StepConfig):
     image_root: str
     out: str
     model: str | None = None  # any AutoModelForImageTextToText checkpoint (local dir or hub id)
@@ -86,7 +78,7 @@ def generate_with_retries(images: list, prompt: str, generate: ImageGenerateFn, 
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        options = GenerationOptions(max_new_tokens=max_new_tokens, do_sample=attempt > 0,
+        options = DecodingConfig(max_new_tokens=max_new_tokens, do_sample=attempt > 0,
                                     temperature=temperature + 0.1 * max(attempt - 1, 0), seed=seed + 1_000_003 * attempt)
         replies = generate([images[i] for i in pending], prompt, options)
         if len(replies) != len(pending):

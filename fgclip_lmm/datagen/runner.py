@@ -70,7 +70,7 @@ class RunConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StepSettings:
+class StepConfig:
     """Run settings every datagen step shares (the common CLI flags); step configs extend it."""
 
     batch_size: int = 8

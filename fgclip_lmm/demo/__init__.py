@@ -6,14 +6,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .config import PRESETS
-from .pipeline import DemoPaths, build_stages
-from .stages import StageRunner
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgclip-lmm demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, type=Path, help="default runs/demo (fgclip), runs/demo-fgclip2")
     parser.add_argument("--encoder", default="fgclip", choices=["fgclip", "fgclip2"],
@@ -21,7 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the < 3 minute preset (CI)")
     parser.add_argument("--images", type=int, default=None, help="override the world size")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from completed stages")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm.auto import (
+        tqdm,  # the pipeline (torch) is imported only after the arguments parse
+    )
+
+    from .pipeline import DemoPaths, build_stages
+    from .stages import StageRunner
+
     cfg = PRESETS["tiny" if args.tiny else "default"]
     cfg = replace(cfg, encoder=args.encoder)
     if args.images:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ..data.synth.manifest import load_manifest
 from .config import DemoConfig
 from .stages import Stage, StageRunner, verify_hf_dir, verify_json
@@ -39,18 +37,11 @@ class DemoPaths:
 
 def write_demo_llm(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seed: int) -> Path:
     """A tiny random Llama over the world's LLM tokenizer (the same one for both LMMs)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from ..testing import write_tiny_llm
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
-                         num_key_value_heads=max(1, hidden // 32), max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return write_tiny_llm(out, "llama", hidden=hidden, layers=layers, heads=max(1, hidden // 16),
+                          kv_heads=max(1, hidden // 32), intermediate=4 * hidden, tokenizer=tokenizer_dir,
+                          max_positions=1024, seed=seed)
 
 
 def clip_args(cfg: DemoConfig, world, stage: str, init: str, out: Path, steps: int, data_format: str) -> list[str]:

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..constants import ATTRIBUTES, FGOVD_SPLITS, POPE_SPLITS
 from ..data.synth.manifest import load_manifest
 from . import plots
 from .config import DemoConfig
@@ -19,9 +20,6 @@ from .stages import StageRunner
 SECTIONS = ("Run", "Encoder training", "FG-OVD-style accuracy by difficulty", "Box classification and retrieval",
             "LMM hallucination: POPE", "LMM attribute understanding", "Box-phrase similarity heatmaps",
             "Where FG-CLIP did not help", "Provenance")
-DIFFICULTIES = ("hard", "medium", "easy", "trivial")
-POPE_SPLITS = ("random", "popular", "adversarial")
-ATTRIBUTES = ("color", "shape", "size", "position", "count", "existence")
 
 
 class Blocks:
@@ -101,12 +99,18 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
     b.table(["stage", "seconds"], [[name, fmt(nums.get(stage_file, name, "seconds"))] for name in stage_names])
 
     b.h("Encoder training")
-    runs = {"stage 1 (shared)": paths.encoder["stage1"], f"{base} continued": paths.encoder["clip"],
-            f"{fine} stage 2": paths.encoder["fgclip"]}
+    keys = {"stage 1 (shared)": "stage1", f"{base} continued": "clip", f"{fine} stage 2": "fgclip"}
+    runs = {label: paths.encoder[key] for label, key in keys.items()}
     series = {label: {t: nums.series(d / "metrics.jsonl", t) for t in
                       ("loss", "global_long", "global_short", "region", "hard_neg", "eval/hard_neg_acc")}
               for label, d in runs.items()}
-    b.img(plots.loss_curves(out / "loss_curves.png", series), "loss terms and val hard-negative accuracy per step")
+    continued = {label: cfg.stage1_steps for label, key in keys.items() if key != "stage1"}  # they log from step 0
+    b.img(plots.loss_curves(out / "loss_curves.png", series, offsets=continued, boundary=cfg.stage1_steps,
+                            colours={label: plots.COLOURS[key] for label, key in keys.items()}),
+          "loss terms and val hard-negative accuracy per global step")
+    b.p(f"Loss terms and the validation hard-negative accuracy against the global step: both encoders share the first "
+        f"{cfg.stage1_steps} steps (stage 1), after which {base} continues stage 1 and {fine} trains stage 2 (the "
+        f"regional and hard-negative panels are {fine}'s only). One colour per run in every panel, as in the bars.")
     rows = []
     for label, d in runs.items():
         metrics = d / "metrics.jsonl"
@@ -123,11 +127,11 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
         "training. `stage1` is the shared checkpoint both encoders start from (before stage 2).")
     for subset in ("test", "heldout"):
         key = f"fgovd_{subset}"
-        vals = {n: [nums.get(paths.bench[n] / key / "fgovd.json", "results", d, "top1") for d in DIFFICULTIES]
+        vals = {n: [nums.get(paths.bench[n] / key / "fgovd.json", "results", d, "top1") for d in FGOVD_SPLITS]
                 for n in BENCH_ENCODERS}
-        b.table(["split", *DIFFICULTIES], [[f"{n} ({subset})", *map(fmt, v)] for n, v in vals.items()])
-        deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c, f in zip(DIFFICULTIES, vals["clip"], vals["fgclip"])]
-        b.img(plots.grouped_bars(out / f"fgovd_{subset}.png", f"FG-OVD-style top-1 ({subset})", list(DIFFICULTIES),
+        b.table(["split", *FGOVD_SPLITS], [[f"{n} ({subset})", *map(fmt, v)] for n, v in vals.items()])
+        deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c, f in zip(FGOVD_SPLITS, vals["clip"], vals["fgclip"])]
+        b.img(plots.grouped_bars(out / f"fgovd_{subset}.png", f"FG-OVD-style top-1 ({subset})", list(FGOVD_SPLITS),
                                  vals, "top-1 %", chance=100 / 11, labels=labels), f"FG-OVD {subset}")
 
     b.h("Box classification and retrieval")
@@ -157,6 +161,10 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
                                     world.path("finehard", "test"), world.image_root, cfg.image_size,
                                     cfg.heatmap_images, labels, cfg.patch_budgets),
           "dense-feature similarity to a box phrase")
+    b.p("Left: a test image with one object's box (white) and its phrase. Then, per encoder, the cosine similarity of "
+        "each image patch's dense feature to that phrase's text feature; bright = similar, each map has its own "
+        "colour bar, the dashed box marks the object. An encoder that localises the phrase is bright inside the box "
+        "and dark elsewhere.")
 
     b.h("Where FG-CLIP did not help")
     worse = [(m, c, f) for m, c, f in deltas if f <= c]

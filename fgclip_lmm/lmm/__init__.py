@@ -8,6 +8,5 @@
 * `tuning`: `LmmTuning` / `apply_tuning` (frozen | full | lora per component, one peft config);
 * `forward`: `lmm_forward`, the training forward with one tower + projector call per micro-batch;
 * `assemble`: `fgclip-lmm assemble` (tower + projector + LLM -> stock checkpoint and processor);
-* `export`, `merge_lora`: full / LoRA / projector saving and `fgclip-lmm merge-lora`;
-* `tiny`: tiny random towers and LLMs for offline tests and presets.
+* `export`, `merge_lora`: full / LoRA / projector saving and `fgclip-lmm merge-lora`.
 """

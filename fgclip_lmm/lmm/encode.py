@@ -3,7 +3,8 @@
 Sample format: `{"id": str, "image": str | [str, ...] (optional), "conversations": [{"from": "human", "value":
 "<image>\\n..."}, {"from": "gpt", "value": ...}, ...]}`; turns alternate human/gpt and end with gpt.
 
-Steps: validate the turns and the image/token counts; move a turn's single `<image>` to the front as
+Steps: check the conversation and the image/token counts (`fgclip_lmm.data.conversations`, the rules the
+LLaVA-JSON reader applies too); move a turn's single `<image>` to the front as
 `<image>\\n{text}` (LLaVA's `preprocess_multimodal`); render with the template; tokenise the whole string once
 (`add_special_tokens=True`, exactly what `processor(text=...)` does at inference) with character offsets; label
 the tokens overlapping the template's learned spans (everything else -100); expand every `<image>` id to
@@ -17,21 +18,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fgclip_lmm.constants import IMAGE_TOKEN
+from fgclip_lmm.data.conversations import CONVERSATION_ERROR_REASONS, ConversationError, check_conversation
 from fgclip_lmm.errors import FGClipError
 
-from .templates import IMAGE_TOKEN, Template, get_template
+from .templates import Template, get_template
 
 IGNORE_INDEX = -100
 SAMPLE_ERROR_REASONS = (
-    "bad_conversation",  # malformed turns (roles, order, types)
-    "image_without_token",  # an image is given but no turn has <image>
-    "token_without_image",  # <image> in the text but no image given
-    "image_count_mismatch",  # more (or fewer) <image> tokens than images
+    *CONVERSATION_ERROR_REASONS,  # the conversation rules (`fgclip_lmm.data.conversations`)
     "too_long",  # the first image block (and the text before it) does not fit model_max_length
     "no_target",  # nothing left to learn after truncation
     "tokenization_mismatch",  # the tokenizer split <image> or merged an answer away
 )
-_ROLES = {"human": "user", "gpt": "assistant"}
 
 
 class SampleError(FGClipError, ValueError):
@@ -54,52 +53,11 @@ class EncodedSample:
     truncated: bool
 
 
-def sample_images(sample: dict) -> list[str]:
-    """The sample's image paths: `image` may be absent/None/"" (text-only), a string, or a list of strings."""
-    image = sample.get("image")
-    if image is None or image == "":
-        return []
-    if isinstance(image, str):
-        return [image]
-    if isinstance(image, list) and all(isinstance(x, str) and x for x in image):
-        return list(image)
-    raise SampleError("bad_conversation", sample.get("id"), f"'image' must be a path or a list of paths, got {image!r}")
-
-
-def sample_turns(sample: dict) -> list[tuple[str, str]]:
-    """Validated `[(user|assistant, text), ...]` with single-image turns normalised to `<image>\\n{text}`."""
-    sid = sample.get("id")
-    convs = sample.get("conversations")
-    if not isinstance(convs, list) or not convs:
-        raise SampleError("bad_conversation", sid, "'conversations' must be a non-empty list")
-    turns = []
-    for i, turn in enumerate(convs):
-        if not isinstance(turn, dict) or turn.get("from") not in _ROLES or not isinstance(turn.get("value"), str):
-            raise SampleError("bad_conversation", sid, f"conversations[{i}] must be {{'from': human|gpt, 'value': str}}, got {turn!r}")
-        expected = "human" if i % 2 == 0 else "gpt"
-        if turn["from"] != expected:
-            raise SampleError("bad_conversation", sid, f"conversations[{i}].from={turn['from']!r}, expected {expected!r}")
-        value = turn["value"]
-        if turn["from"] == "gpt" and IMAGE_TOKEN in value:
-            raise SampleError("bad_conversation", sid, f"conversations[{i}] is a gpt turn containing {IMAGE_TOKEN!r}")
-        if value.count(IMAGE_TOKEN) == 1:
-            value = IMAGE_TOKEN + "\n" + value.replace(IMAGE_TOKEN, "").strip()
-        turns.append((_ROLES[turn["from"]], value))
-    if len(turns) % 2:
-        raise SampleError("bad_conversation", sid, f"{len(turns)} turns: a conversation must end with a gpt turn")
-    return turns
-
-
-def check_image_tokens(sample_id: Any, n_tokens: int, n_images: int) -> None:
-    if n_images and not n_tokens:
-        raise SampleError("image_without_token", sample_id, f"{n_images} image(s) given but no {IMAGE_TOKEN!r} in any turn")
-    if n_tokens and not n_images:
-        raise SampleError("token_without_image", sample_id, f"{n_tokens} {IMAGE_TOKEN!r} token(s) but no image given")
-    if n_tokens != n_images:
-        more = "more" if n_tokens > n_images else "fewer"
-        raise SampleError(
-            "image_count_mismatch", sample_id, f"{more} {IMAGE_TOKEN!r} tokens ({n_tokens}) than images ({n_images})"
-        )
+def image_first(text: str) -> str:
+    """A turn's single `<image>` moved to the front as `<image>\\n{text}` (LLaVA's `preprocess_multimodal`)."""
+    if text.count(IMAGE_TOKEN) == 1:
+        return IMAGE_TOKEN + "\n" + text.replace(IMAGE_TOKEN, "").strip()
+    return text
 
 
 def encode_sample(
@@ -113,10 +71,11 @@ def encode_sample(
     """Encode one LLaVA-JSON sample; see the module docstring. Raises `SampleError` for bad samples."""
     tpl = get_template(template)
     sid = sample.get("id")
-    images = sample_images(sample)
-    turns = sample_turns(sample)
-    n_tokens = sum(text.count(IMAGE_TOKEN) for role, text in turns if role == "user")
-    check_image_tokens(sid, n_tokens, len(images))
+    try:
+        turns, images = check_conversation(sample)
+    except ConversationError as error:
+        raise SampleError(error.reason, sid, str(error)) from None
+    turns = [(role, image_first(text)) for role, text in turns]
     if image_token != IMAGE_TOKEN:
         turns = [(role, text.replace(IMAGE_TOKEN, image_token)) for role, text in turns]
     text, spans = tpl.render(turns, eos_token=tokenizer.eos_token or "")

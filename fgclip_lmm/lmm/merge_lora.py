@@ -8,7 +8,6 @@ holds one (it was saved at training time), else from the base.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
+from fgclip_lmm.devices import DTYPES
 from fgclip_lmm.errors import CheckpointError, InputError, checkpoint_errors
 
-from .assemble import DTYPES, META_FILE
+from .assemble import META_FILE
 from .export import NON_LORA_FILE, save_full
 
 
@@ -63,15 +63,3 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, dtype: st
     if meta_src is not None:
         shutil.copyfile(meta_src, Path(out) / META_FILE)
     return Path(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fgclip-lmm merge-lora", description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="the full LLaVA checkpoint the adapter was trained on")
-    parser.add_argument("--adapter", required=True, help="directory written by export.save_lora")
-    parser.add_argument("--out", required=True, help="output directory for the merged checkpoint")
-    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
-    args = parser.parse_args(argv)
-    out = merge_lora(args.base, args.adapter, args.out, args.dtype)
-    print(f"wrote {out}: {args.base} + {args.adapter} merged")
-    return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from fgclip_lmm.constants import IMAGE_TOKEN
 from fgclip_lmm.errors import InputError
 
 VICUNA_SYSTEM = (
@@ -28,7 +29,6 @@ VICUNA_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 QWEN2_SYSTEM = "You are a helpful assistant."
-IMAGE_TOKEN = "<image>"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from fgclip_lmm.tower import TUNING_MODES, LoraSpec, set_no_grad_forward
+from fgclip_lmm.tower import TUNING_MODES, LmmLoraConfig, set_no_grad_forward
 
 PROJECTOR_MODES = ("frozen", "full")
 COMPONENT_PREFIXES = {
@@ -30,7 +30,7 @@ class LmmTuning:
     llm: str = "full"
     tower: str = "frozen"
     projector: str = "full"
-    lora: LoraSpec = field(default_factory=LoraSpec)
+    lora: LmmLoraConfig = field(default_factory=LmmLoraConfig)
 
     def __post_init__(self) -> None:
         for name in ("llm", "tower"):

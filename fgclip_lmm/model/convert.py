@@ -6,12 +6,11 @@ Safetensors only, with the source's tokenizer / processor files; the formats the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
-from .loading import read_config, resolve_checkpoint_dir
+from .loading import resolve_checkpoint_dir
 from .modeling_fgclip import FGCLIPModel
 from .modeling_fgclip2 import FGCLIP2Model
 from .naflex import make_image_processor
@@ -49,14 +48,3 @@ def convert_fgclip2_checkpoint(src: str | Path, out: str | Path) -> Path:
     make_image_processor(model.config.vision_config.patch_size, int(budget)).save_pretrained(out)
     return out
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fgclip-lmm convert", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="hub id or directory: ours, official qihoo360/fg-clip-* or qihoo360/fg-clip2-*, "
-                        "openai/clip-vit-*, or a SigLIP 2 NaFlex checkpoint (google/siglip2-*-naflex, FG-CLIP 2 init)")
-    parser.add_argument("out", help="output directory")
-    args = parser.parse_args(argv)
-    fgclip2 = read_config(resolve_checkpoint_dir(args.src)).get("model_type") in FGCLIP2_MODEL_TYPES
-    out = (convert_fgclip2_checkpoint if fgclip2 else convert_checkpoint)(args.src, args.out)
-    print(f"wrote {out}")
-    return 0

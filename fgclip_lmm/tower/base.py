@@ -34,7 +34,7 @@ TOWER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
 @dataclass
-class LoraSpec:
+class LmmLoraConfig:
     """peft LoRA hyper-parameters, shared by the tower and the LLM."""
 
     r: int = 16
@@ -43,9 +43,9 @@ class LoraSpec:
 
     def __post_init__(self) -> None:
         if self.r <= 0:
-            raise ValueError(f"LoraSpec.r must be > 0, got {self.r}")
+            raise ValueError(f"LmmLoraConfig.r must be > 0, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoraSpec.dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"LmmLoraConfig.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TowerConfig:
     feature_layer: int = -2
     select: str = "patch"
     tuning: str = "frozen"
-    lora: LoraSpec = field(default_factory=LoraSpec)
+    lora: LmmLoraConfig = field(default_factory=LmmLoraConfig)
     delay_load: bool = False
     # Only consulted for `hf` towers (CLIP-family towers have a CLS, SigLIP has none); None = infer by a forward.
     has_cls: bool | None = None

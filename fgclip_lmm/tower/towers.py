@@ -12,7 +12,8 @@ transformers class, so the tower drops into `LlavaForConditionalGeneration` with
 | `siglip` | `SiglipVisionModel.from_pretrained`                        | no  | SigLIP squash, mean/std 0.5 |
 | `hf`     | `AutoModel.from_pretrained` of a vision-only checkpoint    | inferred (0 or 1 extra token) | its own |
 
-Missing weights are an error (a silently re-initialised tower is pitfall §9 row 13).
+Missing weights are an error (a silently re-initialised tower: docs/llava.md,
+"Pitfalls and what this project does", row 13).
 """
 from __future__ import annotations
 

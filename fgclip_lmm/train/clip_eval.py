@@ -1,7 +1,8 @@
 """Periodic evaluation during FG-CLIP training: hard-negative accuracy on a FineHARD-format split.
 
 For every box that has negatives, the box's RoIAlign feature must be closer to its own phrase than to its 10
-attribute-rewritten negatives (FG-OVD's protocol, chance = 1/11). The synthetic world's val split is the default.
+attribute-rewritten negatives (FG-OVD's protocol, chance = 1/11), scored by `eval.clip.metrics.fgovd_scores`, the
+kernel `eval-clip --bench fgovd` uses. The synthetic world's val split is the default.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..data.collate import CollatorConfig, FGClipCollator
 from ..data.finehard import FineHardConfig, FineHardDataset
+from ..eval.clip.metrics import fgovd_scores
 from ..model.boxes import packed_rois, roi_features
 
 
@@ -34,10 +36,11 @@ def hard_negative_accuracy(model, tokenizer, data_path: str, image_root: str | N
         dense = model.get_image_dense_features(batch["pixel_values"].to(device, dtype))
         region = roi_features(dense, packed_rois(batch["boxes"].to(device), batch["box_counts"].to(device)))
         region = torch.nn.functional.normalize(region[batch["hard_box_index"].to(device)].float(), dim=-1)
-        text = model.get_text_features(batch["hard_input_ids"].to(device)).float()
-        text = torch.nn.functional.normalize(text, dim=-1).reshape(region.shape[0], -1, region.shape[-1])
-        scores = torch.einsum("md,mkd->mk", region, text)
-        correct += int((scores.argmax(-1) == 0).sum())
+        text = torch.nn.functional.normalize(model.get_text_features(batch["hard_input_ids"].to(device)).float(), dim=-1)
+        # each box's group of 1 + k rows (positive first) is one FG-OVD row, scored like eval-clip scores it
+        rows = torch.arange(text.shape[0], device=device).view(region.shape[0], -1)
+        hits, _ = fgovd_scores(region, text, rows)
+        correct += int(hits.sum())
         total += region.shape[0]
     if total == 0:
         raise ValueError(f"{data_path}: no box with hard negatives among the first {limit} records")

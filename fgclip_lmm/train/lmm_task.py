@@ -15,14 +15,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from ..data.llava_json import LlavaConfig, LlavaJsonDataset
+from ..data.llava_json import LlavaJsonConfig, LlavaJsonDataset
 from ..lmm.assemble import read_meta
 from ..lmm.dataset import LmmCollator, LmmSupervisedDataset, image_seq_length
 from ..lmm.export import merge_peft, save_full, save_lora, save_projector
 from ..lmm.forward import lmm_forward
 from ..lmm.grouping import GroupedBatchSampler
+from ..lmm.health import ImageTokenProbe
 from ..lmm.tuning import LmmTuning, apply_tuning, trainable_summary, unwrap_llava
-from ..tower.base import LoraSpec
+from ..tower.base import LmmLoraConfig
 from ..tower.blocks import prepare_llava_tower
 from . import checkpoint as ckpt
 from .flops import lmm_train_flops
@@ -56,7 +57,7 @@ def param_groups(model: nn.Module, cfg: LmmTrainConfig) -> list[dict]:
 
 class LmmTask(TrainTask):
     command = "train-lmm"
-    show = ("loss", "tokens_per_s", "mfu")
+    show = ("loss", "tokens_per_s", "mfu", "image_norm_ratio", "image_cosine")
 
     def __init__(self, cfg: LmmTrainConfig):
         super().__init__(cfg)
@@ -67,6 +68,7 @@ class LmmTask(TrainTask):
         self.dataset: LmmSupervisedDataset | None = None
         self.collator: LmmCollator | None = None
         self.step_flops = None
+        self.health: ImageTokenProbe | None = None  # image-token norm ratio / cosine of each logged step
 
     def build_model(self, resuming: bool) -> None:
         cfg = self.cfg
@@ -77,7 +79,7 @@ class LmmTask(TrainTask):
         # ZeRO-3-safe: the full model is loaded on every rank before the engine partitions it (no partial loads).
         model = LlavaForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32)
         tuning = LmmTuning(llm=cfg.llm_mode, tower=cfg.tower_tuning, projector="full",
-                           lora=LoraSpec(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
+                           lora=LmmLoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout))
         self.model = apply_tuning(model, tuning)
         prepare_llava_tower(model)  # skip the tower blocks after vision_feature_layer, fused QuickGELU; same results
         llava = unwrap_llava(self.model)
@@ -86,6 +88,7 @@ class LmmTask(TrainTask):
             llava.enable_input_require_grads()
         llava.config.text_config.use_cache = False
         self.module = LmmTrainingModule(self.model)
+        self.health = ImageTokenProbe(self.model)
         self.step_flops = lmm_train_flops(llava, image_seq_length(self.processor) + 1)  # + the CLS it drops
 
     def build_data(self) -> None:
@@ -98,7 +101,7 @@ class LmmTask(TrainTask):
         self.report = DataReport(policy.report, extra=lambda: (self.dataset.skipped, self.dataset.truncated)
                                  if self.dataset is not None else ({}, {}))
         with reading(cfg.data_path):
-            reader = LlavaJsonDataset(LlavaConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
+            reader = LlavaJsonDataset(LlavaJsonConfig(data_path=cfg.data_path, image_root=cfg.image_root or None,
                                                   image_size=image_size, on_bad_record=cfg.on_bad_record,
                                                   allow_paths_outside_root=cfg.allow_paths_outside_root), policy)
         self.report.mark_loaded()
@@ -135,8 +138,12 @@ class LmmTask(TrainTask):
 
     def log_metrics(self, batch: dict, terms: dict[str, torch.Tensor], interval: dict[str, float], elapsed: float
                     ) -> dict[str, float]:
+        health = self.health.metrics(batch.get("attention_mask"), batch.get("image_mask"))
+        warning = self.health.warning(health)
+        if warning:
+            self.write(f"{self.command}: {warning}")
         return {"tokens_per_s": interval["tokens"] * self.world / elapsed,
-                "padding_efficiency": interval["tokens"] / max(1, interval["positions"])}
+                "padding_efficiency": interval["tokens"] / max(1, interval["positions"]), **health}
 
     def describe(self) -> str:
         return f"template={self.template}, trainable={trainable_summary(self.model)}"

@@ -20,6 +20,7 @@ from itertools import combinations, product
 
 import numpy as np
 
+from fgclip_lmm.constants import POPE_SPLITS
 from fgclip_lmm.data.synth.records import YES_NO_KINDS, absent_categories, rng_for, yes_no_pair
 from fgclip_lmm.data.synth.world import (
     COLOURS,
@@ -33,7 +34,6 @@ from fgclip_lmm.data.synth.world import (
 )
 
 STREAM_POPE, STREAM_MME, STREAM_FGOVD = 5, 6, 7
-POPE_SPLITS = ("random", "popular", "adversarial")
 FGOVD_LEVELS = {"hard": 1, "medium": 2, "easy": 3}
 FGOVD_TEST_TYPES = {
     "hard": "1_attributes",

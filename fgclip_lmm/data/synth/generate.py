@@ -177,10 +177,10 @@ def generate(config: SynthConfig) -> dict:
     pope_scenes = [s for s in test if len(s.objects) >= 3] or test
     pope = bench.pope_rows(pope_scenes[: config.pope_images], by_split["train"], config.seed, image_bytes)
     files["pope"] = {
-        name: write_parquet(root, f"pope/{name}.parquet", rows, with_id=True) for name, rows in pope.items()
+        name: write_parquet(root, f"pope/{name}.parquet", rows, "pope") for name, rows in pope.items()
     }
     mme = bench.mme_rows(test[: config.mme_images], config.seed, image_bytes)
-    files["mme"] = write_parquet(root, "mme/attributes.parquet", mme, with_id=False)
+    files["mme"] = write_parquet(root, "mme/attributes.parquet", mme, "mme")
     fgovd = {
         split: bench.fgovd_rows(by_split[split], config.seed, config.size, config.num_hard_negatives)
         for split in ("test", "heldout")

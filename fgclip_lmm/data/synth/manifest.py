@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fgclip_lmm.data.finehard import FineHardConfig
-from fgclip_lmm.data.llava_json import LlavaConfig
+from fgclip_lmm.data.llava_json import LlavaJsonConfig
 from fgclip_lmm.data.pairs import PairsConfig
 
 FORMAT = "fgclip-lmm-synth/1"
@@ -69,8 +69,8 @@ class SynthManifest:
         )
         return replace(config, **overrides)
 
-    def llava_config(self, name: str = "instruct", **overrides) -> LlavaConfig:
-        config = LlavaConfig(
+    def llava_config(self, name: str = "instruct", **overrides) -> LlavaJsonConfig:
+        config = LlavaJsonConfig(
             data_path=str(self.path("llava", name)), image_root=str(self.image_root), image_size=self.image_size
         )
         return replace(config, **overrides)

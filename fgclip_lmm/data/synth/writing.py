@@ -1,8 +1,8 @@
 """Deterministic writers for the synthetic world's files, and the text corpus the tokenizers learn from.
 
-JSON keeps insertion order and `ensure_ascii=False`; parquet goes through `datasets` with an explicit schema
-(HF `Image` feature for the image column, so lmms-eval decodes it to PIL) and no timestamps, so the same rows
-give the same bytes. Each writer returns the path relative to the world root, for the manifest.
+JSON keeps insertion order and `ensure_ascii=False`; parquet goes through `datasets` with the schema of
+`fgclip_lmm.eval.lmm.task_files` (HF `Image` feature for the image column, so lmms-eval decodes it to PIL) and no
+timestamps, so the same rows give the same bytes. Each writer returns the path relative to the world root, for the manifest.
 """
 
 from __future__ import annotations
@@ -29,23 +29,11 @@ def write_jsonl(root: Path, relative: str, rows: list[dict]) -> str:
     return relative
 
 
-def write_parquet(root: Path, relative: str, rows: list[dict], with_id: bool) -> str:
-    """lmms-eval-style yes/no question parquet (POPE with `id`/`image_source`, MME without)."""
-    import datasets
+def write_parquet(root: Path, relative: str, rows: list[dict], kind: str) -> str:
+    """A yes/no question parquet in the one schema of `fgclip_lmm.eval.lmm.task_files` (`pope` or `mme`)."""
+    from fgclip_lmm.eval.lmm.task_files import PARQUET_FEATURES, write_parquet as write_task_parquet
 
-    datasets.disable_progress_bars()
-    columns = (
-        (["id"] if with_id else []) + ["question_id", "question", "answer"] + (["image_source"] if with_id else [])
-    )
-    features = datasets.Features(
-        {
-            **{c: datasets.Value("string") for c in columns},
-            "image": datasets.Image(),
-            "category": datasets.Value("string"),
-        }
-    )
-    table = {name: [row[name] for row in rows] for name in features}
-    datasets.Dataset.from_dict(table, features=features).to_parquet(str(_target(root, relative)))
+    write_task_parquet(rows, PARQUET_FEATURES[kind], _target(root, relative))
     return relative
 
 

@@ -1,5 +1,6 @@
-"""The four encoder benchmarks on already-read data (fgclip.md §9): FG-OVD, box classification, retrieval and
-zero-shot classification. Each returns a `BenchResult` whose rows become the JSON and markdown tables.
+"""The four encoder benchmarks on already-read data: FG-OVD, box classification, retrieval and zero-shot
+classification (docs/model.md, "Evaluation protocols"). Each returns a `BenchResult` whose rows become the JSON
+and markdown tables.
 
 - FG-OVD: the box's RoIAlign feature against 1 positive + up to 10 negatives (77-token path), softmax(100 cos);
   a row is correct when the argmax is the positive. Accuracy per split (hard / medium / easy / trivial) and the

@@ -1,4 +1,6 @@
-"""`fgclip-lmm eval-clip`: FG-CLIP's encoder benchmarks (fgclip.md §9) on the official data formats.
+"""`fgclip-lmm eval-clip`: FG-CLIP's encoder benchmarks on the official data formats.
+
+Protocols: docs/model.md, "Evaluation protocols".
 
     fgclip-lmm eval-clip --model DIR --bench fgovd|boxcls|retrieval|zeroshot --data PATH [--out DIR]
                          [--batch-size N] [--image-size S] [--tokenizer DIR] [--image-root DIR] ...
@@ -23,36 +25,23 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Light imports only (no torch): `--help` and argument errors answer before the model code is imported.
+from fgclip_lmm.constants import DTYPE_NAMES, FGOVD_SPLITS
 from fgclip_lmm.data.bad_records import BadRecordPolicy
 from fgclip_lmm.errors import InputError, require_writable_dir, run_command
 
-from .benches import (
-    BenchResult,
-    box_image_mask,
-    prepare_images,
-    run_boxcls,
-    run_fgovd,
-    run_retrieval,
-    run_zeroshot,
-)
-from .encode import (
-    EncoderSettings,
-    check_model_path,
-    default_device,
-    dtype_of,
-    has_tokenizer_files,
-    load_checkpoint,
-    make_encoder,
-)
 from .formats import DataFormatError, fgovd_split_name, read_coco_instances, read_fgovd
 from .formats_global import RETRIEVAL_FORMATS, read_image_folder, read_retrieval
-from .synth import DataSpec, read_synth_zeroshot, resolve_data
 from .templates import BUILTIN, load_templates
+
+if TYPE_CHECKING:
+    from .benches import BenchResult
+    from .synth import BenchDataConfig
 
 BENCHES = ("fgovd", "boxcls", "retrieval", "zeroshot")
 REPORT_FILE = "bad_records.json"
-SPLIT_ORDER = ("hard", "medium", "easy", "trivial")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", default="truncate", choices=("truncate", "error"),
                    help="texts over the path's token budget: cut (counted; the official behaviour) or fail")
     p.add_argument("--device", default=None, help="default cuda when available, else cpu")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
     p.add_argument("--max-image-pixels", type=int, default=None,
                    help="larger images are the bad record image_too_large (default 50 MP or $FGCLIP_MAX_IMAGE_PIXELS; "
@@ -103,12 +92,15 @@ def _fgovd_files(path: Path) -> list[Path]:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".jsonl" and p.is_file())
     if not files:
         raise DataFormatError(f"{path}: no *.jsonl FG-OVD split files")
-    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    rank = {name: i for i, name in enumerate(FGOVD_SPLITS)}
     return sorted(files, key=lambda f: (rank.get(fgovd_split_name(f), len(rank)), f.name))
 
 
-def read_data(args, spec: DataSpec, policy: BadRecordPolicy):
+def read_data(args, spec: BenchDataConfig, policy: BadRecordPolicy):
     """Read and validate the bench's data and check its image files: (data, image mask, records read)."""
+    from .benches import box_image_mask, prepare_images
+    from .synth import BenchDataConfig, read_synth_zeroshot
+
     path = spec.path
     image_root = Path(args.image_root).expanduser() if args.image_root else spec.image_root
     if not path.exists():
@@ -125,7 +117,7 @@ def read_data(args, spec: DataSpec, policy: BadRecordPolicy):
         data = read_retrieval(path, args.retrieval_format, image_root, policy, args.max_items, args.captions_per_image)
         return data, prepare_images(data.images, data.image_records, policy), len(data.images)
     if spec.manifest is not None:
-        data = read_synth_zeroshot(DataSpec(path, image_root))
+        data = read_synth_zeroshot(BenchDataConfig(path, image_root))
     else:
         data = read_image_folder(path, Path(args.classnames) if args.classnames else None, args.max_items)
     return data, prepare_images(data.images, [str(p) for p in data.images], policy), len(data.images)
@@ -147,12 +139,24 @@ def _nothing_left(message: str, policy: BadRecordPolicy, out: Path | None) -> In
 
 def run(args, out: Path | None = None) -> tuple[BenchResult, dict]:
     """Evaluate; `out` (checked writable once the inputs exist) receives the bad-record report on failure."""
+    from fgclip_lmm.devices import pick_device, torch_dtype
+
+    from .benches import run_boxcls, run_fgovd, run_retrieval, run_zeroshot
+    from .encode import (
+        EncoderConfig,
+        check_model_path,
+        has_tokenizer_files,
+        load_checkpoint,
+        make_encoder,
+    )
+    from .synth import resolve_data
+
     started = time.time()
-    settings = EncoderSettings(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
-                               image_size=args.image_size, device=args.device or default_device(),
-                               dtype=dtype_of(args.dtype), workers=args.workers, truncation=args.truncation,
-                               progress=not args.no_progress, max_pixels=args.max_image_pixels,
-                               patch_budgets=tuple(args.patch_budgets) if args.patch_budgets else None)
+    settings = EncoderConfig(batch_size=args.batch_size, text_batch_size=args.text_batch_size,
+                             image_size=args.image_size, device=str(pick_device(args.device)),
+                             dtype=torch_dtype(args.dtype), workers=args.workers, truncation=args.truncation,
+                             progress=not args.no_progress, max_pixels=args.max_image_pixels,
+                             patch_budgets=tuple(args.patch_budgets) if args.patch_budgets else None)
     if args.batch_size < 1 or args.text_batch_size < 1:
         raise InputError("--batch-size and --text-batch-size must be >= 1")
     templates = load_templates(args.templates) if args.bench in ("boxcls", "zeroshot") else None

@@ -3,12 +3,14 @@
 
 - Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length
   so batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted).
-  Short texts take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (fgclip.md §2.3).
+  Short texts take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (docs/model.md, "Tokenisation and
+  pooling").
   Inside a batch the model encodes each text in a length bucket of its own size (`FGCLIPModel.encode_text`), so
   a batch of mixed lengths costs about its real tokens, not rows x the longest.
 - Images are decoded by the data layer (`load_rgb`: EXIF, RGB) and squash-resized to S x S with CLIP mean/std
-  (`ImagePreprocessor`, §7), in a DataLoader. Box benchmarks run the vision tower once per image batch
-  (`get_image_dense_features`) and pool every box of those images with RoIAlign (`boxes.roi_features`).
+  (`ImagePreprocessor`; docs/model.md, "Image preprocessing: squash, never crop"), in a DataLoader. Box benchmarks
+  run the vision tower once per image batch (`get_image_dense_features`) and pool every box of those images with
+  RoIAlign (`boxes.roi_features`).
 - Every feature is L2-normalised exactly once, here, in float32.
 Unloadable images go through the bad-record policy: `error` names the image and its record, `skip` counts it.
 """
@@ -36,7 +38,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
 @dataclass
-class EncoderSettings:
+class EncoderConfig:
     """How features are computed; `image_size` None means the checkpoint's own (224 base, 336 large)."""
 
     batch_size: int = 32
@@ -79,7 +81,7 @@ def check_model_path(model: str) -> None:
             raise FileNotFoundError(f"--model {model}: not a checkpoint directory (no config.json)")
 
 
-def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderSettings):
+def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderConfig):
     """(model, tokenizer); clear errors for a missing checkpoint, a missing tokenizer or mismatched token ids."""
     check_model_path(model)
     path = Path(model).expanduser()
@@ -115,7 +117,7 @@ def model_class(model: str) -> type[FGCLIPModel | FGCLIP2Model]:
     return FGCLIP2Model if model_type in FGCLIP2_MODEL_TYPES else FGCLIPModel
 
 
-def make_encoder(model, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy) -> ClipEncoder:
+def make_encoder(model, tokenizer, settings: EncoderConfig, policy: BadRecordPolicy) -> ClipEncoder:
     """The feature extractor of the model's family (FG-CLIP 2: NaFlex images, walks and masks, see encode_fgclip2)."""
     if isinstance(model, FGCLIP2Model):
         from .encode_fgclip2 import FGClip2Encoder
@@ -168,7 +170,7 @@ class ClipEncoder:
     resize = "squash to SxS, bicubic, CLIP mean/std"
     text_protocol = "short texts on the 77-token path, long on the 248-token path, padded to the batch's longest"
 
-    def __init__(self, model: FGCLIPModel, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy):
+    def __init__(self, model: FGCLIPModel, tokenizer, settings: EncoderConfig, policy: BadRecordPolicy):
         self.model, self.tokenizer, self.settings, self.policy = model, tokenizer, settings, policy
         native = model.config.vision_config.image_size
         size = settings.image_size or native
@@ -317,13 +319,4 @@ def check_images_exist(paths: list[Path], records: list[str], policy: BadRecordP
     return ok
 
 
-def dtype_of(name: str) -> torch.dtype:
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in table:
-        raise InputError(f"--dtype {name!r}: choose one of {', '.join(table)}")
-    return table[name]
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -22,7 +22,7 @@ from fgclip_lmm.errors import InputError
 from fgclip_lmm.model import FGCLIP2Model
 from fgclip_lmm.model.naflex import PATCH_BUDGETS, budget_for, make_image_processor, naflex_roi_features
 
-from .encode import ClipEncoder, EncoderSettings, EncodeStats
+from .encode import ClipEncoder, EncoderConfig, EncodeStats
 
 
 class FGClip2Encoder(ClipEncoder):
@@ -31,7 +31,7 @@ class FGClip2Encoder(ClipEncoder):
     text_protocol = ("texts padded to 64 (short / box walk) or 196 (long walk) tokens with the tokenizer attention "
                      "mask; FG-OVD expressions and box-classification prompts on the box walk")
 
-    def __init__(self, model: FGCLIP2Model, tokenizer, settings: EncoderSettings, policy: BadRecordPolicy):
+    def __init__(self, model: FGCLIP2Model, tokenizer, settings: EncoderConfig, policy: BadRecordPolicy):
         if settings.image_size is not None:
             raise InputError("--image-size does not apply to FG-CLIP 2 (NaFlex keeps each image's aspect ratio); "
                              "set the patch budgets with --patch-budgets")

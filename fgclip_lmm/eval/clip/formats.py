@@ -1,8 +1,9 @@
 """Readers for the encoder benchmarks' official data formats, each validated record by record.
 
-- FG-OVD (fgclip.md §9.1): JSONL rows `img_path`, `bbox` (COCO xywh pixels), `pos_expression` [1 text],
+- FG-OVD (docs/model.md, "FG-OVD"): JSONL rows `img_path`, `bbox` (COCO xywh pixels), `pos_expression` [1 text],
   `neg_expression` [1..10 texts], optional `width` / `height` (the box's pixel frame); one file per split.
-- COCO instances (`instances_*.json`, §9.2): `images`, `annotations` (bbox xywh pixels), `categories`.
+- COCO instances (`instances_*.json`; docs/model.md, "Box classification"): `images`, `annotations` (bbox xywh
+  pixels), `categories`.
 - Retrieval: ShareGPT4V JSON (caption = `conversations[1].value`), a DCI annotation directory (one JSON per
   image, caption = `extra_caption`), or COCO captions (`captions_*.json`, the first N captions per image).
 - Zero-shot: an ImageFolder tree `ROOT/<class dir>/<image>`, class names optionally mapped by a file.

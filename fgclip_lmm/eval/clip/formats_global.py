@@ -1,7 +1,7 @@
 """Readers for the global-feature benchmarks: retrieval (ShareGPT4V / DCI / COCO captions) and zero-shot
 ImageFolder classification. See `clip_formats` for the box benchmarks and the shared conventions.
 
-Retrieval formats (fgclip.md §9):
+Retrieval formats (docs/model.md, "Retrieval and zero-shot"):
 - `sharegpt4v`: a JSON array; caption = `conversations[1]["value"]`, image = `item["image"]` under the image
   root (or its basename there, the official layout). The official protocol takes the first 1000 items.
 - `dci`: a directory with one JSON object per image; caption = `extra_caption`, image = `image`.

@@ -23,7 +23,7 @@ DEFAULT_SETS = {"fgovd": "test", "boxcls": "test", "retrieval": "long", "zerosho
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class BenchDataConfig:
     """Where a bench's data lives: `path` (file or directory), or `files` (FG-OVD split files)."""
 
     path: Path
@@ -46,12 +46,12 @@ def _lookup(manifest: SynthManifest, bench: str, name: str):
     return group[name]
 
 
-def resolve_data(bench: str, path: Path, synth_set: str | None = None) -> DataSpec:
-    """A DataSpec for `--data PATH`; a synth root is read through its manifest, anything else is taken as is."""
+def resolve_data(bench: str, path: Path, synth_set: str | None = None) -> BenchDataConfig:
+    """A BenchDataConfig for `--data PATH`; a synth root is read through its manifest, anything else is taken as is."""
     if not is_synth_root(path):
         if synth_set is not None:
             raise DataFormatError(f"--synth-set needs --data to be a synthetic-world root with manifest.json; {path} is not")
-        return DataSpec(path)
+        return BenchDataConfig(path)
     try:
         manifest = load_manifest(path)
     except (ValueError, KeyError, json.JSONDecodeError) as error:
@@ -65,11 +65,11 @@ def resolve_data(bench: str, path: Path, synth_set: str | None = None) -> DataSp
         if not isinstance(entry, dict) or not entry:
             raise DataFormatError(f"{path}/manifest.json: files.fgovd.{name} must map split levels to JSONL files")
         files = tuple(manifest.path("fgovd", name, level) for level in entry)
-        return DataSpec(files[0].parent, files=files, **common)
-    return DataSpec(manifest.path("boxcls" if bench == "zeroshot" else bench, name), **common)
+        return BenchDataConfig(files[0].parent, files=files, **common)
+    return BenchDataConfig(manifest.path("boxcls" if bench == "zeroshot" else bench, name), **common)
 
 
-def read_synth_zeroshot(spec: DataSpec) -> ZeroShotData:
+def read_synth_zeroshot(spec: BenchDataConfig) -> ZeroShotData:
     """Single-object images of a world's box-classification set, labelled with their object's category."""
     path = spec.path
     try:

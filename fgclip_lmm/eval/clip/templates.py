@@ -1,10 +1,10 @@
 """Prompt templates for zero-shot and box classification.
 
-`openai80` is the 80-prompt ImageNet ensemble published with CLIP (the protocol FG-CLIP's box classification
-and IN-1K evals use, fgclip.md §9): each class is embedded with every template, each prompt embedding is
-L2-normalised, the class mean is taken and normalised again. `openai7` is the 7-prompt subset OpenAI's notebook
-recommends as a cheaper near-equivalent; `single` is the bare "a photo of a {}." prompt. A path to a UTF-8 text
-file with one template per line (each containing `{}` exactly once) is accepted as well.
+`openai80` is the 80-prompt ImageNet ensemble published with CLIP (the protocol FG-CLIP's box classification and
+IN-1K evals use, docs/model.md, "Box classification"): each class is embedded with every template, each prompt
+embedding is L2-normalised, the class mean is taken and normalised again. `openai7` is the 7-prompt subset OpenAI's
+notebook recommends as a cheaper near-equivalent; `single` is the bare "a photo of a {}." prompt. A path to a UTF-8
+text file with one template per line (each containing `{}` exactly once) is accepted as well.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Yes/no answer handling for exact-match hallucination tasks (POPE, MME-style pairs, HallusionBench).
 
 lmms-eval 0.7.3 scores POPE by exact match after `lower().strip()`, so a model that says "Yes." or "Yes, there is"
-is scored wrong (lmms_eval.md §7.1). LLaVA's own POPE evaluation instead parses the answer (llava.md §8.2): keep
-the text before the first ".", drop commas, split on spaces, and call it "no" when a word is "No", "no" or "not",
-otherwise "yes". `parse_yes_no` applies that rule (case-insensitively, and ignoring punctuation glued to a word,
-so "NO!" and "Not" are "no"); `strict=True` returns None instead of "yes" when no yes-word is present either.
+is scored wrong (docs/lmms_eval.md, "POPE and MME scoring"). LLaVA's own POPE evaluation instead parses the answer
+(docs/llava.md, "Evaluation protocol"): keep the text before the first ".", drop commas, split on spaces, and call
+it "no" when a word is "No", "no" or "not", otherwise "yes". `parse_yes_no` applies that rule (case-insensitively,
+and ignoring punctuation glued to a word, so "NO!" and "Not" are "no"); `strict=True` returns None instead of "yes"
+when no yes-word is present either.
 
 `yes_no_token_ids` finds the vocabulary ids whose text starts a "yes" / "no" answer, for scoring P(yes) and P(no)
 from the first generated step.

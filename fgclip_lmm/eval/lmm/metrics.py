@@ -2,7 +2,7 @@
 
 * `binary_metrics`: accuracy, precision, recall, F1 with "yes" as the positive class (POPE's definition), plus the
   **model's** yes-rate (share of predictions that are "yes"; lmms-eval's `pope_yes_ratio` is the ground-truth share,
-  lmms_eval.md §7.1) and the share of answers that are neither yes nor no.
+  docs/lmms_eval.md, "POPE and MME scoring") and the share of answers that are neither yes nor no.
 * `auroc`: area under the ROC curve of a score against binary labels (Mann-Whitney U, ties count one half).
 * `pair_metrics`: MME-style accuracy, acc+ (both questions of a yes/no pair right) and score = 100·(acc + acc+).
 * `attr_process_results` / `attr_aggregate_*`: lmms-eval hooks for the attribute tasks (YAML `!function`). The

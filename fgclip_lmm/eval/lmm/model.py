@@ -1,7 +1,8 @@
 """`FGClipLlava`: the lmms-eval 0.7.3 model (`--model fgclip_llava`) for any stock HF `LlavaForConditionalGeneration`.
 
 Loads the export with `LlavaForConditionalGeneration` + `AutoProcessor` and serves lmms-eval's simple request
-API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md §5, §12):
+API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (docs/lmms_eval.md, "What the
+plugin adds over llava and llava_hf"):
 
 * batched generation with left padding whose answers equal batch size 1 (requests grouped by `gen_kwargs`);
 * `max_new_tokens`, `temperature` (>0 samples) and `until` honoured;
@@ -21,8 +22,15 @@ API. What it adds over lmms-eval's own `llava`/`llava_hf` wrappers (lmms_eval.md
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
-requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute),
-share_prefix.
+requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute), share_prefix (prefill each
+image's prompt prefix once; default true), image_control (gray|shuffled: answer with a substituted image,
+`controls.py`), image_control_seed.
+
+`batch_size` and `device` can come from `--model_args` or from lmms-eval's `--batch_size` / `--device` flags;
+when both are given, `--model_args` wins (lmms-eval always passes its flag, `--batch_size` defaulting to 1, so
+an explicit `batch_size=8` in the model arguments would otherwise be overridden or, in lmms-eval's own
+`create_from_arg_string`, raise "multiple values for keyword argument"). `batch_size` is a positive integer
+(lmms-eval's `auto` is not supported).
 """
 from __future__ import annotations
 
@@ -39,20 +47,28 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from fgclip_lmm.data.tokenizers import VICUNA_CHAT_TEMPLATE
+from fgclip_lmm.devices import pick_device, torch_dtype
 from fgclip_lmm.errors import checkpoint_errors
-from fgclip_lmm.eval.lmm.answers import is_yes_no_doc, is_yes_no_task, normalize_answer, yes_no_token_ids
+from fgclip_lmm.eval.lmm.answers import (
+    is_yes_no_doc,
+    is_yes_no_task,
+    normalize_answer,
+    yes_no_token_ids,
+)
 from fgclip_lmm.eval.lmm.cache import ResponseCacheMixin, cached_requests
+from fgclip_lmm.eval.lmm.checkpoint import check_checkpoint
+from fgclip_lmm.eval.lmm.controls import image_control_arg, image_controlled
 from fgclip_lmm.eval.lmm.features import FeatureCache, image_key
 from fgclip_lmm.eval.lmm.prefix import Part, pad_after_prefix, shared_inputs, split_parts, whole_image_batches
 from fgclip_lmm.eval.lmm.requests import (
-    GenerationSettings,
     PreparedRequest,
+    RequestGenerationConfig,
     build_prompt,
     expand_image_tokens,
     flatten_visuals,
     rgb_doc,
 )
+from fgclip_lmm.lmm.templates import get_template
 from fgclip_lmm.eval.lmm.scoring import ContinuationScoring
 from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower
 
@@ -78,20 +94,16 @@ class YesNoScore:
         return self.p_yes / total if total > 0 else 0.5
 
 
-def check_checkpoint(pretrained: str) -> None:
-    """Fail early and clearly on a missing or non-LLaVA local checkpoint (hub ids are left to transformers)."""
-    path = Path(pretrained).expanduser()
-    looks_local = path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
-    if not looks_local:
-        return
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {pretrained}")
-    config = path / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"{pretrained} has no config.json: not a Hugging Face checkpoint")
-    model_type = json.loads(config.read_text()).get("model_type")
-    if model_type != "llava":
-        raise ValueError(f"{pretrained} has model_type={model_type!r}; fgclip_llava needs a 'llava' export")
+def parse_batch_size(value: int | str) -> int:
+    """A positive integer from `--model_args batch_size=N` or lmms-eval's `--batch_size N`."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"fgclip_llava: batch_size must be a positive integer, got {value!r} "
+                         "(lmms-eval's 'auto' is not supported)") from None
+    if size < 1:
+        raise ValueError(f"fgclip_llava: batch_size must be >= 1, got {size}")
+    return size
 
 
 class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
@@ -99,13 +111,23 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
 
     is_simple = True
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> FGClipLlava:
+        """lmms-eval's constructor path: `--model_args` first, then the flags it adds that the arguments lack."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        flags = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **flags)
+
     def __init__(self, pretrained: str, device: str | None = None, dtype: str = "auto", batch_size: int | str = 1,
                  max_new_tokens: int = 128, normalize_yes_no: bool | str = "auto", yes_no_rule: str = "llava",
                  yes_no_tasks: str | None = None, score_yes_no: bool = False, scores_path: str | None = None,
                  feature_cache_size: int = 256,
                  chat_template: str | None = None, attn_implementation: str | None = None,
                  loglikelihood_returns: str = "nll", max_batch_size: int | None = None, cache_dir: str | None = None,
-                 cache_fresh: bool = False, share_prefix: bool | str = True, **kwargs: Any) -> None:
+                 cache_fresh: bool = False, share_prefix: bool | str = True, image_control: str | None = None,
+                 image_control_seed: int = 0, **kwargs: Any) -> None:
         super().__init__()
         if kwargs:
             raise TypeError(f"fgclip_llava: unknown model_args {sorted(kwargs)}")
@@ -115,6 +137,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
             raise ValueError(f"yes_no_rule must be llava or strict, got {yes_no_rule!r}")
         if loglikelihood_returns not in {"nll", "logprob"}:
             raise ValueError(f"loglikelihood_returns must be nll or logprob, got {loglikelihood_returns!r}")
+        batch_size = parse_batch_size(batch_size)
         if str(share_prefix).lower() not in {"true", "false"}:
             raise ValueError(f"share_prefix must be true or false, got {share_prefix!r}")
         check_checkpoint(str(pretrained))
@@ -124,9 +147,8 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
             self._device = accelerator.device
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
         else:
-            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, str(dtype))
-        load_kwargs = {"dtype": torch_dtype}
+            self._device = pick_device(device)
+        load_kwargs = {"dtype": torch_dtype(str(dtype), allow_auto=True)}
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
         with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
@@ -144,9 +166,9 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         template = chat_template or self.tokenizer.chat_template or getattr(self.processor, "chat_template", None)
         if template and os.path.isfile(template):
             template = Path(template).read_text()
-        self.chat_template = template or VICUNA_CHAT_TEMPLATE
+        self.chat_template = template or get_template("vicuna_v1").chat_template()
         self.pretrained = str(pretrained)
-        self.batch_size_per_gpu = max(1, int(batch_size))
+        self.batch_size_per_gpu = batch_size
         self.max_new_tokens = int(max_new_tokens)
         self.normalize_yes_no = str(normalize_yes_no).lower()
         self.strict_yes_no = yes_no_rule == "strict"
@@ -163,6 +185,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         self.eos_token_ids = sorted({int(t) for t in [*configured, self.tokenizer.eos_token_id] if t is not None})
         self.yes_no_scores: dict[tuple[str, str, int], YesNoScore] = {}
         self.response_cache = self.open_response_cache(cache_dir, fresh=str(cache_fresh).lower() == "true")
+        self.image_control = image_control_arg(image_control, int(image_control_seed))  # blind controls
 
     # -- lmms-eval plumbing --------------------------------------------------------------------------------------
     @property
@@ -219,7 +242,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
             index=index, task=task, split=split, doc_id=int(doc_id),
             prompt=build_prompt(context, len(images), self.tokenizer, self.image_token, self.chat_template),
             image_keys=[image_key(image) for image in images], load_images=load_images,
-            settings=GenerationSettings.from_gen_kwargs(gen_kwargs, self.max_new_tokens),
+            settings=RequestGenerationConfig.from_gen_kwargs(gen_kwargs, self.max_new_tokens),
             yes_no=yes_no, continuation=continuation,
         )
 
@@ -318,6 +341,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         return batches
 
     # -- lmms-eval API --------------------------------------------------------------------------------------------
+    @image_controlled
     @cached_requests("generate_until")
     @torch.no_grad()
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
@@ -366,6 +390,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
             for score in scores:
                 f.write(json.dumps({**asdict(score), "yes_prob": score.yes_prob}) + "\n")
 
+    @image_controlled
     @cached_requests("loglikelihood")
     @torch.no_grad()
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:

@@ -4,7 +4,7 @@
 so after `pip install -e .` lmms-eval resolves `--model fgclip_llava` (it is not listed by `lmms-eval models`,
 which only prints the built-in tables; `lmms_eval.models.get_model("fgclip_llava")` resolves it). The class
 path is imported lazily by lmms-eval, so loading this manifest costs nothing. `register()` does the same at run
-time for environments without installed metadata (lmms_eval.md §4.2 c).
+time for environments without installed metadata (docs/lmms_eval.md, "Registration").
 """
 from __future__ import annotations
 

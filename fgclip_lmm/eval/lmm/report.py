@@ -2,7 +2,8 @@
 
 * POPE families (`fgclip_pope_*`, or lmms-eval's `pope_random`/`pope_pop`/`pope_adv`): per-split metrics recomputed
   from the samples (they match lmms-eval's own aggregates, which are kept too), **mean F1 over the splits** (the
-  LLaVA protocol, llava.md §8.2) and pooled metrics over all splits' questions; the yes-rate is the model's.
+  LLaVA protocol, docs/llava.md, "Evaluation protocol") and pooled metrics over all splits' questions; the yes-rate
+  is the model's.
 * Yes/no pair tasks (`fgclip_attr_*`, lmms-eval's `mme`): accuracy, acc+ and MME score per attribute / category.
 * Calibration: AUROC of P(yes) (renormalised over yes/no, from the first generated step) per task and pooled.
 * Every other task: lmms-eval's aggregate metrics as they come.
@@ -128,7 +129,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
     """Markdown tables: POPE (per split, mean F1, pooled), pair tasks, calibration, other metrics."""
     lines = [f"# eval-lmm: {header.get('model')}", ""]
-    lines += [f"- {k}: {v}" for k, v in header.items() if k != "model"] + [""]
+    lines += [f"- {k}: {v}" for k, v in header.items() if k not in ("model", "lmms_eval_command")] + [""]
+    if header.get("lmms_eval_command"):
+        lines += ["The same evaluation through lmms-eval's own CLI (our tasks need `--include_path`):", "", "```bash",
+                  *header["lmms_eval_command"], "```", ""]
     for family, block in report["pope"].items():
         lines += [f"## POPE ({family}): F1 per split and their mean (LLaVA protocol)", "",
                   "| split | n | accuracy | precision | recall | F1 | model yes-rate | GT yes-rate | unparsed | AUROC P(yes) |",
@@ -153,6 +157,10 @@ def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
                              f"| {_fmt(m['acc_plus'])} | {_fmt(m['score'], 2)} | {_fmt(m['yes_rate'])} "
                              f"| {_fmt(m.get('auroc_p_yes'))} |")
         lines.append("")
+    if report.get("controls"):
+        from fgclip_lmm.eval.lmm.controls import controls_markdown
+
+        lines += controls_markdown(report["controls"]["by_task"], report["controls"]["kinds"])
     if report["calibration"]:
         lines += ["## Calibration: AUROC of P(yes) (first-step logits, renormalised over yes/no)", "",
                   "| task | scored | AUROC | mean P(yes) |", "|---|---|---|---|"]

@@ -1,10 +1,10 @@
 """Turning lmms-eval request tuples into prompts, image lists and generation settings for `FGClipLlava`.
 
 Simple models receive `(context, gen_kwargs, doc_to_visual, doc_id, task, split)` for `generate_until` and
-`(context, continuation, doc_to_visual, doc_id, task, split)` for `loglikelihood` (lmms_eval.md §3.2). The prompt
-is built the way lmms-eval's `llava_hf` simple path builds it (llava.md §4.5): one "<image>" per visual in front
-of the context unless the context already places them, a single user turn, and the tokenizer's chat template
-(the project tokenizers carry the Vicuna-v1 template used in training).
+`(context, continuation, doc_to_visual, doc_id, task, split)` for `loglikelihood` (docs/lmms_eval.md, "Request
+tuples"). The prompt is built the way lmms-eval's `llava_hf` simple path builds it (docs/lmms_eval.md, "Request
+tuples"): one "<image>" per visual in front of the context unless the context already places them, a single user
+turn, and the tokenizer's chat template (the project tokenizers carry the Vicuna-v1 template used in training).
 
 Images are decoded the way training decodes them (`fgclip_lmm.data.images.to_rgb`: EXIF orientation applied,
 transparency composited on white): `rgb_doc` converts a document's images before the task's `doc_to_visual`
@@ -26,7 +26,7 @@ DEFAULT_MAX_NEW_TOKENS = 128
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
+class RequestGenerationConfig:
     """The `gen_kwargs` of one request, resolved: greedy unless temperature > 0 (lmms-eval's convention)."""
 
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
@@ -40,7 +40,7 @@ class GenerationSettings:
         return self.temperature > 0
 
     @classmethod
-    def from_gen_kwargs(cls, gen_kwargs: dict[str, Any] | None, default_max_new_tokens: int) -> GenerationSettings:
+    def from_gen_kwargs(cls, gen_kwargs: dict[str, Any] | None, default_max_new_tokens: int) -> RequestGenerationConfig:
         gen = dict(gen_kwargs or {})
         until = gen.get("until") or ()
         if isinstance(until, str):
@@ -87,7 +87,7 @@ class PreparedRequest:
     prompt: str
     image_keys: list[str]
     load_images: Callable[[], list[Image.Image]]
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    settings: RequestGenerationConfig = field(default_factory=RequestGenerationConfig)
     yes_no: bool = False
     continuation: str = ""
 

@@ -1,9 +1,10 @@
 """Writers for the offline lmms-eval task directory: parquet files (HF `Image` feature) and task YAMLs.
 
-Task names are new (built-in names win clashes, lmms_eval.md §8.3): `fgclip_pope_{random,popular,adversarial}`
-(group `fgclip_pope`) score with lmms-eval's own POPE functions; `fgclip_attr_{color,shape,size,position,count,
-existence}` (group `fgclip_attr`) are MME-style Yes/No pairs scored by `fgclip_lmm.eval.lmm.metrics`. Data files
-are referenced relative to each YAML, which lmms-eval resolves against the YAML's directory.
+Task names are new (built-in names win clashes: docs/lmms_eval.md, "Offline task directory"):
+`fgclip_pope_{random,popular,adversarial}` (group `fgclip_pope`) score with lmms-eval's own POPE functions;
+`fgclip_attr_{color,shape,size,position,count, existence}` (group `fgclip_attr`) are MME-style Yes/No pairs scored
+by `fgclip_lmm.eval.lmm.metrics`. Data files are referenced relative to each YAML, which lmms-eval resolves against
+the YAML's directory.
 """
 from __future__ import annotations
 
@@ -12,23 +13,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, Features, Image, Value
+from datasets import Dataset, Features, Image, Value, disable_progress_bars
 
-POPE_SPLITS = ("random", "popular", "adversarial")
+from fgclip_lmm.constants import ATTRIBUTES, POPE_SPLITS
+
 POPE_GROUP = "fgclip_pope"
-ATTRIBUTES = ("color", "shape", "size", "position", "count", "existence")
 ATTR_GROUP = "fgclip_attr"
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 MAX_NEW_TOKENS = 16
 
+# The one schema of the yes/no question parquets (the synthetic world's and the task directory's): POPE's columns;
+# MME's (no `image_source`); MME plus `image_source` for the attribute tasks (pairs are grouped per image).
 POPE_FEATURES = Features({
     "id": Value("string"), "question_id": Value("string"), "question": Value("string"), "answer": Value("string"),
     "image_source": Value("string"), "category": Value("string"), "image": Image(),
+})
+MME_FEATURES = Features({
+    "question_id": Value("string"), "question": Value("string"), "answer": Value("string"),
+    "category": Value("string"), "image": Image(),
 })
 ATTR_FEATURES = Features({
     "question_id": Value("string"), "question": Value("string"), "answer": Value("string"),
     "category": Value("string"), "image_source": Value("string"), "image": Image(),
 })
+PARQUET_FEATURES = {"pope": POPE_FEATURES, "mme": MME_FEATURES, "attr": ATTR_FEATURES}
 
 
 def pope_task(split: str) -> str:
@@ -111,8 +119,11 @@ def group_yaml(group: str, tasks: Sequence[str]) -> str:
 
 
 def write_parquet(rows: list[dict[str, Any]], features: Features, path: Path) -> None:
-    """Rows with `image` = {"bytes": ..., "path": None} -> parquet that decodes images to PIL in `datasets`."""
-    columns = {name: [row.get(name) for row in rows] for name in features}
+    """Rows with `image` = {"bytes": ..., "path": None} -> parquet that decodes images to PIL in `datasets`.
+
+    The required columns are checked by the callers (`tasks_dir.check_rows` for user data)."""
+    disable_progress_bars()
+    columns = {name: [row.get(name) for row in rows] for name in features}  # optional columns (`id`...) may be None
     path.parent.mkdir(parents=True, exist_ok=True)
     Dataset.from_dict(columns, features=features).to_parquet(str(path))
 

@@ -7,20 +7,29 @@ attribute and writes a task directory (YAML + parquet) with `fgclip_lmm.eval.lmm
     python -m fgclip_lmm.eval.lmm.world --world runs/demo/world                 # refresh the packaged tasks
     python -m fgclip_lmm.eval.lmm.world --world DIR --out my_tasks --max-pope 60 --max-pairs 8
 
-`eval-lmm --world DIR` does the same into `OUT/tasks` and evaluates those instead of the packaged copy. Row
+`eval-lmm --world DIR` does the same into `OUT/tasks` and evaluates those instead of the packaged copy. Each task
+directory gets a `world.json` saying which world it was built from (`fgclip_lmm.eval.lmm.provenance`). Row
 order is kept (POPE questions as generated; pairs adjacent), so `--limit` takes whole pairs when even.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from fgclip_lmm.eval.lmm.provenance import WORLD_FILE, world_record
 from fgclip_lmm.eval.lmm.task_files import ATTRIBUTES, POPE_SPLITS, write_task_dir
-from fgclip_lmm.eval.lmm.tasks_dir import PAIR_COLUMNS, POPE_COLUMNS, SYNTHETIC_DIR, TaskDataError, check_rows
+from fgclip_lmm.eval.lmm.tasks_dir import (
+    PAIR_COLUMNS,
+    POPE_COLUMNS,
+    SYNTHETIC_DIR,
+    TaskDataError,
+    check_rows,
+)
 
 # The world's attribute kinds -> our task suffixes (American "color" as in MME).
 KIND_TO_ATTRIBUTE = {"colour": "color", "color": "color", "shape": "shape", "size": "size", "position": "position",
@@ -88,7 +97,11 @@ def build_tasks_from_world(world: str | Path, out: str | Path = SYNTHETIC_DIR, m
     out = Path(out)
     for stale in list(out.glob("fgclip_*.yaml")) + list(out.glob("data/*.parquet")):
         stale.unlink()
-    return write_task_dir(out, pope, attrs)
+    names = write_task_dir(out, pope, attrs)
+    manifest = json.loads((Path(world) / "manifest.json").read_text())
+    record = world_record(Path(world), manifest, max_pope_images, max_pairs)
+    (out / WORLD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:

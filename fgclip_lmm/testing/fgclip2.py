@@ -1,4 +1,4 @@
-"""Shared builders for the FG-CLIP 2 tests: tiny configs, NaFlex batches with mixed grids, official-format dirs."""
+"""Tiny FG-CLIP 2 builders: models from `FGCLIP2Config.tiny`, NaFlex batches with mixed grids, official-format dirs."""
 from __future__ import annotations
 
 import json
@@ -55,7 +55,7 @@ def make_batch(config: FGCLIP2Config, counts=(2, 1, 3), hard_boxes=(0, 2, 5), se
 
 
 def official_keys(config: FGCLIP2Config) -> set[str]:
-    """The official FG-CLIP 2 state-dict names (fgclip2.md section 1), generated for a config."""
+    """The official FG-CLIP 2 state-dict names (docs/fgclip2.md, "Model"), generated for a config."""
     layer = [f"self_attn.{p}_proj" for p in ("q", "k", "v", "out")] + ["layer_norm1", "mlp.fc1", "mlp.fc2",
                                                                          "layer_norm2"]
     head = [f"{m}.{w}" for m in ("attention.out_proj", "layernorm", "mlp.fc1", "mlp.fc2") for w in ("weight", "bias")]

@@ -1,0 +1,57 @@
+"""`fgclip-lmm tiny-llm --tokenizer DIR --out DIR`: a small random Llama over a given tokenizer, for CPU runs.
+
+The LLM of the laptop walkthrough and of the demo (the same builder, `fgclip_lmm.demo.pipeline.write_demo_llm`):
+a `LlamaForCausalLM` with `--hidden` width (heads = hidden / 16, key-value heads = hidden / 32), `--layers`
+layers, untied embeddings, the tokenizer's vocabulary and special tokens, random weights from `--seed`, saved with
+the tokenizer as a stock HF directory that `fgclip-lmm assemble --llm DIR` takes. Use the synthetic world's LLM
+tokenizer (`WORLD/tokenizers/llm`, written by `fgclip-lmm synth`) or any HF tokenizer directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fgclip-lmm tiny-llm", description=__doc__.splitlines()[0])
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory, e.g. runs/world/tokenizers/llm")
+    p.add_argument("--out", required=True, help="output directory (a HF causal-LM checkpoint)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size: 16, 48 or a multiple of 32 (default 64)")
+    p.add_argument("--layers", type=int, default=2, help="decoder layers (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments, or None (no model code imported)."""
+    heads, kv_heads = max(1, args.hidden // 16), max(1, args.hidden // 32)
+    if args.hidden < 16 or args.hidden % 16 or heads % kv_heads:
+        return f"--hidden {args.hidden}: use 16, 48 or a multiple of 32 (heads = hidden/16, kv heads = hidden/32)"
+    if args.layers < 1:
+        return f"--layers {args.layers}: must be >= 1"
+    tokenizer = Path(args.tokenizer)
+    if not tokenizer.is_dir():
+        return f"--tokenizer {tokenizer}: no such directory (the world's is WORLD/tokenizers/llm)"
+    if not any((tokenizer / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        return f"--tokenizer {tokenizer}: no tokenizer.json, tokenizer.model or vocab.json in it"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"fgclip-lmm tiny-llm: error: {problem}", file=sys.stderr)
+        return 2
+    from transformers.utils import logging
+
+    from fgclip_lmm.demo.pipeline import write_demo_llm
+
+    logging.disable_progress_bar()  # no "Writing model shards" bar for a one-file checkpoint
+    out = write_demo_llm(Path(args.out), Path(args.tokenizer), args.hidden, args.layers, args.seed)
+    config = json.loads((out / "config.json").read_text())
+    print(f"wrote {out}: random Llama, hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "
+          f"{config['num_attention_heads']} heads, vocabulary {config['vocab_size']}, seed {args.seed}")
+    return 0
