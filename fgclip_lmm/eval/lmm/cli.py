@@ -384,8 +384,8 @@ def _main(argv: list[str]) -> int:
         require_writable_dir(args.out)
         print(f"eval-lmm: wrote {compare(args)}")
         return 0
+    require_writable_dir(args.out)  # first: whatever else is wrong, the results need somewhere to go
     check_arguments(args)  # before lmms-eval and torch are imported
-    require_writable_dir(args.out)  # before any task, data or model is loaded: results need somewhere to go
     report = run(args)
     if report is not None:
         print(f"eval-lmm: wrote {args.out / 'eval_lmm.md'} and {args.out / 'eval_lmm.json'}")
