@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import debug_requested, format_error
+from ..errors import FGClipError, debug_requested, format_error
 from .config_io import ConfigError, describe, load_config
 from .rundir import RunDirError, RunLock, ensure_writable
 
@@ -46,14 +46,27 @@ def marker(text: str) -> None:
         sys.stdout.flush()
 
 
+def _expected_error_names() -> set[str]:
+    names, todo = set(), [FGClipError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
 def user_message(error: BaseException) -> str | None:
-    """The one-line message of an expected error (`errors.format_error`), also of one re-raised from a DataLoader
-    worker (same class, the worker's traceback in the text: its last line is the message); None for a bug."""
-    message = format_error(error)
-    if message is None or not WORKER_ERROR.match(str(error)):
-        return message
-    last = [line for line in str(error).splitlines() if line.strip()][-1]  # "package.module.Class: message"
-    return last.split(": ", 1)[-1].strip()
+    """The one-line message of an expected error (`errors.format_error`), also of one raised in a DataLoader worker:
+    torch re-raises it in the main process as the same class or, when that class cannot be rebuilt from a message,
+    as a RuntimeError; either way the text starts with "Caught <Class> in DataLoader worker" and its last line is
+    "package.module.Class: message". None for a bug."""
+    worker = WORKER_ERROR.match(str(error))
+    if worker:
+        if worker.group(1) not in _expected_error_names():
+            return None
+        last = [line for line in str(error).splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[-1].strip()
+    return format_error(error)
 
 
 def fail(command: str, error: BaseException, message: str, debug: bool) -> int:
