@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test demo demo-tiny bench clean-venv
+.PHONY: venv lint test demo demo-tiny bench clean-venv
 
 venv: $(STAMP)
 
@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: venv
+# ruff (configured in pyproject.toml: line length 120, import sorting, E/F/W/I/B/UP); `make test` runs it first.
+lint: venv
+	$(PY) -m ruff check .
+
+test: venv lint
 	$(PY) -m pytest -q -x --durations=15
 
 # Every benchmark at its CPU size, one after the other (each writes runs/bench/<name>.json; ~15 minutes in all).

@@ -9,9 +9,10 @@ image, 10 negatives each, all texts full length: the shape of docs/model.md, "Co
   rows) / median step time / the matmul peak measured in the same run (`measure_matmul_peak`), and on a GPU
   also / the 790 TFLOP/s nominal dense bf16 peak of an H200.
 * Peak memory: `torch.cuda.max_memory_allocated` on a GPU; on a CPU the process RSS sampled during the steps.
-* Dedup win (twice the repeats: the expected gain is small): the model's `_short_texts_once` (every distinct short-path text encoded once, one call) against
-  encoding every text row group by group, interleaved in the same run: the text path alone (forward + backward)
-  and the whole stage-2 step (the per-row variant is patched onto this model instance only).
+* Dedup win (twice the repeats: the expected gain is small): the model's `_short_texts_once` (every distinct
+  short-path text encoded once, one call) against encoding every text row group by group, interleaved in the same
+  run: the text path alone (forward + backward) and the whole stage-2 step (the per-row variant is patched onto this
+  model instance only).
 
     python benchmarks/bench_encoder_train.py                      # tiny, CPU, ~1 min
     python benchmarks/bench_encoder_train.py --size b16 --device cuda --batch1 256 --batch2 64
@@ -95,7 +96,8 @@ def run(size: str, device: torch.device, batch1: int, batch2: int, boxes: int = 
         with common.PeakMemory(device) as mem:
             times = common.measure(step, device, warmup=warmup, repeats=repeats)
         t = common.median(times)
-        row = {"stage": stage, "batch": b, "step_s": t, "samples_per_s": b / t, "train_tflop_per_step": flops["train"] / 1e12,
+        row = {"stage": stage, "batch": b, "step_s": t, "samples_per_s": b / t,
+               "train_tflop_per_step": flops["train"] / 1e12,
                "achieved_tflops": flops["train"] / t / 1e12, "mfu_measured_peak": flops["train"] / t / peak,
                "peak_mem_mib": mem.peak / 2**20, "mem_delta_mib": mem.delta / 2**20,
                "text_flop_share": flops["text_share"]}
@@ -147,8 +149,8 @@ def render(result: dict, size: str) -> str:
     if "dedup" in d:
         dd = d["dedup"]
         out.append(common.table([
-            {"variant": "text path fwd+bwd", "dedup_s": dd["text_path_s"]["dedup"], "per_row_s": dd["text_path_s"]["per_row"],
-             "speedup": dd["text_path_speedup"]},
+            {"variant": "text path fwd+bwd", "dedup_s": dd["text_path_s"]["dedup"],
+             "per_row_s": dd["text_path_s"]["per_row"], "speedup": dd["text_path_speedup"]},
             {"variant": "stage-2 step", "dedup_s": dd["step_s"]["dedup"], "per_row_s": dd["step_s"]["per_row"],
              "speedup": dd["step_speedup"]},
         ], title=f"\nShort-path text dedup (same run, interleaved medians): {dd['short_rows_distinct']} distinct of "

@@ -36,7 +36,9 @@ import presets
 import torch
 from PIL import Image
 
-WORDS = ["the", "a", "red", "blue", "green", "yellow", "purple", "orange", "cyan", "circle", "square", "triangle", "star", "car", "ball", "box", "cone", "cylinder", "large", "small", "left", "right", "above", "below", "next", "to", "is", "there", "in", "image", "on", "of", "and", "it"]
+WORDS = ["the", "a", "red", "blue", "green", "yellow", "purple", "orange", "cyan", "circle", "square", "triangle",
+         "star", "car", "ball", "box", "cone", "cylinder", "large", "small", "left", "right", "above", "below",
+         "next", "to", "is", "there", "in", "image", "on", "of", "and", "it"]
 
 
 def write_dataset(root: Path, n: int, text_only: float, max_words: int, seed: int) -> Path:

@@ -115,7 +115,8 @@ def pope_doc_to_text(doc):
 def make_requests(docs: DecodingDocs, gen_kwargs: dict) -> list:
     from lmms_eval.api.instance import Instance
 
-    return [Instance("generate_until", (pope_doc_to_text(docs[i]), dict(gen_kwargs), pope_doc_to_visual, i, TASK, SPLIT),
+    return [Instance("generate_until",
+                     (pope_doc_to_text(docs[i]), dict(gen_kwargs), pope_doc_to_visual, i, TASK, SPLIT),
                      idx=0, metadata={"task": TASK, "doc_id": i, "repeats": 1}) for i in range(len(docs))]
 
 
@@ -196,15 +197,17 @@ def run(size: str, llm: str, device: torch.device, n_images: int, per_image: int
     for name, ts in times.items():
         t = common.median(ts)
         mine = [cut(a, gen_kwargs["until"]) for a in answers[name]]
-        same = sum(a == b for a, b in zip(mine, base))
-        mismatches[name] = [{"doc_id": i, "answer": a, "llava_hf": b} for i, (a, b) in enumerate(zip(mine, base)) if a != b][:5]
+        same = sum(a == b for a, b in zip(mine, base, strict=True))
+        mismatches[name] = [{"doc_id": i, "answer": a, "llava_hf": b} for i,
+                            (a, b) in enumerate(zip(mine, base, strict=True)) if a != b][:5]
         rows.append({"variant": name, "questions": n, "median_s": t, "questions_per_s": n / t,
                      "speedup_vs_llava_hf": common.ratio(common.median(times["llava_hf bs1"]), t),
                      "identical_answers": f"{same}/{n}",
                      "pope_exact_acc": sum(a.lower() == docs.rows[i]["answer"] for i, a in enumerate(mine)) / n,
                      "tower_images": cache.get(name, {}).get("misses", n)})
     return {"rows": rows, "times_s": times, "mismatches": mismatches, "cache_stats": cache,
-            "per_question_ms": {k: 1e3 * v / n for k, v in {**floors, **{r["variant"]: r["median_s"] for r in rows}}.items()},
+            "per_question_ms": {k: 1e3 * v / n for k,
+                                v in {**floors, **{r["variant"]: r["median_s"] for r in rows}}.items()},
             "speedup": rows[-1]["speedup_vs_llava_hf"],
             "prefix_sharing_speedup": common.ratio(common.median(times[unshared]), common.median(times[shared])),
             "all_identical": all(not m for m in mismatches.values()),
@@ -213,7 +216,8 @@ def run(size: str, llm: str, device: torch.device, n_images: int, per_image: int
 
 def main(argv: list[str] | None = None) -> int:
     p = common.base_parser("bench_pope_eval", __doc__, presets.SIZES)
-    p.add_argument("--llm", choices=list(lmm_presets.LLM_SHAPES), default=None, help="default tiny for --size tiny, else 1b")
+    p.add_argument("--llm", choices=list(lmm_presets.LLM_SHAPES), default=None,
+                   help="default tiny for --size tiny, else 1b")
     p.add_argument("--images", type=int, default=None, help="distinct images (default 8 CPU, 32 GPU)")
     p.add_argument("--questions", type=int, default=6, help="questions per image (POPE: 6 per split)")
     p.add_argument("--batch", type=int, default=None, help="fgclip_llava batch size (default 16 CPU, 32 GPU)")
@@ -233,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         common.table(result["rows"], title=f"POPE-style eval, tower {args.size} + LLM {args.llm}, {args.dtype}, "
                                            f"{args.images} images x {args.questions} questions"),
-        f"fgclip_llava bs{args.batch} vs llava_hf: {result['speedup']:.2f}x questions/s (goal >= 5x); answers {verdict}",
+        f"fgclip_llava bs{args.batch} vs llava_hf: {result['speedup']:.2f}x questions/s (goal >= 5x); "
+        f"answers {verdict}",
         f"prefix sharing: {result['prefix_sharing_speedup']:.2f}x questions/s over the same batch without it",
         "",
         common.table([{"per question": k, "ms": v} for k, v in result["per_question_ms"].items()],

@@ -1,13 +1,13 @@
 """Stage-2 FG-CLIP training-step time against boxes per image (1..16) and hard negatives per box (0..20).
 
 Two sweeps on one model: boxes per image at a fixed negative count, then negatives per box at a fixed box count
-(`config.hard_negatives_per_box` is set to the count of each point, as the model's reshape requires). The points
-of a sweep are timed round-robin (all points once, then again, ...), so machine drift spreads over the sweep;
-each point's median is used. A straight line is fitted (numpy polyfit, degree 1) to median step time against the
-swept count (and, as a check, to the fastest repeat of each point), and the script reports the slope, the intercept, R² and the verdict: growth is called linear when
-R² >= --r2 (default 0.95) and a degree-2 fit shows no super-linear term larger than --curvature (default 25%)
-of the linear prediction at the largest point (a quadratic cost such as y = x² on these points gives ~100%;
-a concave, noisy curve is not penalised).
+(`config.hard_negatives_per_box` is set to the count of each point, as the model's reshape requires). The points of
+a sweep are timed round-robin (all points once, then again, ...), so machine drift spreads over the sweep; each
+point's median is used. A straight line is fitted (numpy polyfit, degree 1) to median step time against the swept
+count (and, as a check, to the fastest repeat of each point), and the script reports the slope, the intercept, R²
+and the verdict: growth is called linear when R² >= --r2 (default 0.95) and a degree-2 fit shows no super-linear
+term larger than --curvature (default 25%) of the linear prediction at the largest point (a quadratic cost such as
+y = x² on these points gives ~100%; a concave, noisy curve is not penalised).
 
     python benchmarks/bench_scaling.py                         # tiny, CPU, ~1 min
     python benchmarks/bench_scaling.py --size b16 --device cuda --batch 16
@@ -70,7 +70,7 @@ def sweep(model, optimizer, device, dtype, batch_size, name, values, fixed, repe
     medians = [common.median(times[v]) for v in values]
     fastest = [min(times[v]) for v in values]
     table = [{name: v, "text_rows": rows[v], "step_s": m, "fastest_s": f, "s_per_100_rows": 100 * m / rows[v]}
-             for v, m, f in zip(values, medians, fastest)]
+             for v, m, f in zip(values, medians, fastest, strict=True)]
     rows_per_unit = (rows[values[-1]] - rows[values[0]]) / (values[-1] - values[0])
     return {"points": table, "times_s": {str(v): t for v, t in times.items()}, "text_rows_per_unit": rows_per_unit,
             "fit": fit(values, medians, r2_min, curvature_max),
@@ -86,7 +86,8 @@ def verdict(name: str, result: dict, unit: str) -> str:
             f"intercept {f['intercept_s'] * 1e3:.4g} ms, R^2 {f['r2']:.4f}, quadratic term of a degree-2 fit "
             f"{100 * f['quadratic_share_at_max']:+.1f}% at the largest point. Check on the fastest repeat of each "
             f"point (other processes only add time): {'linear' if g['linear'] else 'not linear'}, slope "
-            f"{g['slope_s_per_unit'] * 1e3:.4g} ms, R^2 {g['r2']:.4f}, quadratic {100 * g['quadratic_share_at_max']:+.1f}%")
+            f"{g['slope_s_per_unit'] * 1e3:.4g} ms, R^2 {g['r2']:.4f}, quadratic "
+            f"{100 * g['quadratic_share_at_max']:+.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
                               args.warmup, args.r2, args.curvature)
     text = "\n\n".join([
         common.table(results["boxes_per_image"]["points"],
-                     title=f"Stage-2 step time vs boxes per image ({args.fixed_negatives} negatives/box, batch {args.batch}, {args.size})"),
+                     title=f"Stage-2 step time vs boxes per image ({args.fixed_negatives} negatives/box, "
+                           f"batch {args.batch}, {args.size})"),
         verdict("boxes per image", results["boxes_per_image"], "box per image"),
         common.table(results["negatives_per_box"]["points"],
-                     title=f"Stage-2 step time vs negatives per box ({args.fixed_boxes} boxes/image, batch {args.batch}, {args.size})"),
+                     title=f"Stage-2 step time vs negatives per box ({args.fixed_boxes} boxes/image, "
+                           f"batch {args.batch}, {args.size})"),
         verdict("negatives per box", results["negatives_per_box"], "negative per box"),
     ])
     common.finish("bench_scaling", args, device, results, text)

@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch
-from typing_extensions import Self
+# Imported after the sys.path line above, so the scripts run from a checkout without an install.
+import torch  # noqa: E402
+from typing_extensions import Self  # noqa: E402
 
-from fgclip_lmm.devices import pick_device  # the package's one device picker (setup and gpu_all use it)
-
+from fgclip_lmm.devices import pick_device  # noqa: E402  (the package's one device picker; setup and gpu_all use it)
 
 # ----------------------------------------------------------------------------------------------- device / timing
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}  # the benchmarks' --dtype names -> `fgclip_lmm.devices` names
@@ -174,7 +174,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
         info["git_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                            capture_output=True, text=True, timeout=10, check=False).stdout.strip() or None
+                                            capture_output=True, text=True, timeout=10,
+                                            check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info
@@ -203,9 +204,9 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None, titl
     cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ([title] if title else []) + [
-        "  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+        "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
         "  ".join("-" * w for w in widths),
-        *("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells),
+        *("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells),
     ]
     return "\n".join(lines)
 

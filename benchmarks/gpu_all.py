@@ -93,14 +93,16 @@ def summary(report: dict) -> str:
     for name, entry in report["sections"].items():
         res = entry.get("result")
         if res is None:
-            rows.append({"section": name, "metric": "ERROR/SKIPPED", "value": (entry.get("skipped") or entry["error"].splitlines()[-1])[:90]})
+            rows.append({"section": name, "metric": "ERROR/SKIPPED",
+                         "value": (entry.get("skipped") or entry["error"].splitlines()[-1])[:90]})
             continue
         if name.startswith("encoder"):
             for r in res["rows"]:
                 tag = f"stage{r['stage']} b{r['batch']}"
                 rows += [{"section": name, "metric": f"{tag} samples/s", "value": r["samples_per_s"]},
                          {"section": name, "metric": f"{tag} MFU (measured peak)", "value": r["mfu_measured_peak"]},
-                         {"section": name, "metric": f"{tag} MFU (790 TFLOP/s)", "value": r.get("mfu_790T", float("nan"))},
+                         {"section": name, "metric": f"{tag} MFU (790 TFLOP/s)",
+                          "value": r.get("mfu_790T", float("nan"))},
                          {"section": name, "metric": f"{tag} peak mem GiB", "value": r["peak_mem_mib"] / 1024}]
             if "dedup" in res["details"]:
                 d = res["details"]["dedup"]

@@ -6,9 +6,9 @@ the vocabulary is a few hundred tokens, not 32k: the LM head is the one part sma
 | shape  | hidden | layers | heads / kv heads | MLP  | what it stands for |
 |--------|--------|--------|------------------|------|--------------------|
 | `tiny` | 64     | 2      | 4 / 2            | 128  | CPU plumbing runs |
-| `small`| 256    | 2      | 4 / 2            | 688  | CPU training runs where compute, not Python overhead, must dominate |
-| `mid`  | 512    | 8      | 8 / 8            | 1376 | CPU evaluation runs where prefill, not Python overhead, dominates (with the `mid336` tower: 576 image tokens) |
-| `1b`   | 2048   | 22     | 32 / 4           | 5632 | TinyLlama-1.1B's shape: a realistic LLM that random-initialises in seconds on a GPU (a 7B is too big to build randomly inside the GPU budget) |
+| `small`| 256    | 2      | 4 / 2            | 688  | CPU training runs where compute, not Python overhead, dominates |
+| `mid`  | 512    | 8      | 8 / 8            | 1376 | CPU eval runs, prefill dominates (`mid336`: 576 image tokens) |
+| `1b`   | 2048   | 22     | 32 / 4           | 5632 | TinyLlama-1.1B's shape; random init in seconds on a GPU |
 
 `build_export` goes through the project's own path: `presets.write_clip_checkpoint` (tower) + `write_llm`, then
 `fgclip_lmm.lmm.assemble` (FG-CLIP tower type, mlp2x_gelu projector, Vicuna-v1 template) and `save_assembly`:

@@ -32,6 +32,7 @@ from fgclip_lmm.model import FGCLIPConfig
 from fgclip_lmm.testing import write_clip_dir
 from fgclip_lmm.train.flops import clip_tower_flops
 
+
 def _sizes(config: FGCLIPConfig) -> dict:
     """The preset entry of a config: the vision and text tower shapes and the projection width."""
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -45,9 +46,11 @@ def _sizes(config: FGCLIPConfig) -> dict:
 CLIP_SIZES = {
     # the project's one tiny CLIP (`FGCLIPConfig.tiny`) at the benchmarks' width and resolution
     "tiny": _sizes(FGCLIPConfig.tiny(width=64, image_size=64, patch_size=16, projection_dim=32)),
-    "b16": {"vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "b16": {"vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                       "num_attention_heads": 12,
                             "image_size": 224, "patch_size": 16},
-                "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
+                "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+                         "num_attention_heads": 8,
                           "vocab_size": 49408},
                 "projection_dim": 512},
     "w256": {"vision": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -62,7 +65,8 @@ CLIP_SIZES = {
                "projection_dim": 384},
     "l14_336": {"vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
                                 "num_attention_heads": 16, "image_size": 336, "patch_size": 14},
-                    "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                    "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                             "num_attention_heads": 12,
                               "vocab_size": 49408},
                     "projection_dim": 768},
 }
@@ -242,10 +246,12 @@ def check_batch_contract(batch: dict[str, torch.Tensor], reference: dict[str, to
         raise AssertionError(f"keys differ from the collator's: {sorted(set(batch) ^ set(reference))}")
     for key, ref in reference.items():
         if batch[key].dtype != ref.dtype or batch[key].dim() != ref.dim():
-            raise AssertionError(f"{key}: {batch[key].dtype}/{batch[key].dim()}-d, collator gives {ref.dtype}/{ref.dim()}-d")
+            raise AssertionError(f"{key}: {batch[key].dtype}/{batch[key].dim()}-d, collator gives "
+                                 f"{ref.dtype}/{ref.dim()}-d")
     k, m = int(batch["box_counts"].sum()), batch["hard_box_index"].shape[0]
     group = batch["hard_input_ids"].shape[0] // max(m, 1)
     if batch["boxes"].shape[0] != k or batch["box_input_ids"].shape[0] != k or int(batch["hard_counts"].sum()) != m:
         raise AssertionError("box / hard counts do not match the packed rows")
-    if m and not torch.equal(batch["hard_input_ids"].view(m, group, -1)[:, 0], batch["box_input_ids"][batch["hard_box_index"]]):
+    firsts = batch["hard_input_ids"].view(m, group, -1)[:, 0] if m else None
+    if m and not torch.equal(firsts, batch["box_input_ids"][batch["hard_box_index"]]):
         raise AssertionError("the first phrase of each hard group is not the box phrase")

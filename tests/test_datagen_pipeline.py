@@ -165,7 +165,8 @@ def fake_detector(images, queries):
     out = []
     for qs in queries:
         boxes = [[(j % 3) / 3, (j // 3) / 3, (j % 3 + 1) / 3, (j // 3 + 1) / 3] for j in range(len(qs))]
-        out.append({"boxes": torch.tensor(boxes), "scores": torch.tensor([0.9 if j % 2 == 0 else 0.3 for j in range(len(qs))]),
+        out.append({"boxes": torch.tensor(boxes),
+                    "scores": torch.tensor([0.9 if j % 2 == 0 else 0.3 for j in range(len(qs))]),
                     "labels": torch.arange(len(qs))})
     return out
 
@@ -241,7 +242,8 @@ def test_bad_input_records_are_counted_or_raise(world, tmp_path) -> None:
 
 
 def _box(short: str, negs: int | None, bbox=(0.1, 0.1, 0.5, 0.5)) -> dict:
-    box = {"bbox": [*bbox, 0.8], "short_expr": short, "long_expr": f"a {short} here", "flag_short_neg": int(negs is not None)}
+    box = {"bbox": [*bbox, 0.8], "short_expr": short, "long_expr": f"a {short} here",
+           "flag_short_neg": int(negs is not None)}
     if negs is not None:
         box["short_expr_negs"] = {str(k): f"neg {k} {short}" for k in range(negs)}
     return box
@@ -272,7 +274,8 @@ def test_check_reports_exact_statistics_on_a_hand_made_file(tmp_path) -> None:
     assert report["negatives"] == {"flag_short_neg": {"0": 6, "1": 2}, "per_box": {"0": 6, "10": 2}}
     lengths = report["lengths"]
     assert report["length_unit"] == "words"
-    assert lengths["caption"] == {"count": 3, "min": 2, "mean": 85.33, "p50": 4, "p95": 250, "max": 250, "over_limit": 1}
+    assert lengths["caption"] == {"count": 3, "min": 2, "mean": 85.33, "p50": 4, "p95": 250, "max": 250,
+                                  "over_limit": 1}
     assert lengths["short_caption"]["min"] == 4 and lengths["short_caption"]["max"] == 5  # "a photo of " + caption
     assert lengths["negative"]["count"] == 20 and lengths["negative"]["max"] == 4
     assert json.loads((tmp_path / "report.json").read_text()) == report
@@ -331,7 +334,8 @@ def test_torchrun_ranks_write_the_single_process_file(world, tmp_path) -> None:
     run = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "--master_port", "0", "-m", "fgclip_lmm.cli", "datagen", "negatives",
          "--input", str(path), "--out", str(tmp_path / "ranks.json"), "--rules-only", "--batch-size", "1",
-         "--no-progress"], check=False, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+         "--no-progress"], check=False, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+         timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     parts = sorted(p.name for p in parts_dir(tmp_path / "ranks.json").glob("rank*.jsonl"))
     assert parts == ["rank00000.jsonl", "rank00001.jsonl"]

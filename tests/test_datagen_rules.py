@@ -78,7 +78,10 @@ def test_rule_negatives_never_use_a_synonym_of_the_positive() -> None:
 
 def test_validate_reasons() -> None:
     accepted = {" ".join(canonical_words("blue car"))}
-    check = lambda c: validate(c, "large red car", "car", accepted, max_words=10)
+
+    def check(candidate: str) -> str | None:
+        return validate(candidate, "large red car", "car", accepted, max_words=10)
+
     assert check("") == "empty"
     assert check("\ufffd\ufffd car") == "not_text"
     assert check("large red truck") == "missing_noun"

@@ -122,7 +122,8 @@ def test_fgovd_matches_the_naive_per_row_reference(world, model_tok, tmp_path):
         for line in (world / "fgovd" / f"{stem}.jsonl").read_text().splitlines():
             row = json.loads(line)
             roi = naive_box(model, world / row["img_path"], row["bbox"], (row["width"], row["height"]))
-            texts = torch.stack([naive_text(model, tok, t, False) for t in row["pos_expression"] + row["neg_expression"]])
+            texts = torch.stack([naive_text(model, tok, t,
+                                            False) for t in row["pos_expression"] + row["neg_expression"]])
             prob = (100 * roi @ texts.T).softmax(-1)
             hits.append(int(prob.argmax()) == 0)
             probs.append(float(prob[0]))
@@ -237,7 +238,7 @@ def test_fgovd_known_answer_per_split_and_skipped_images(tmp_path):
     medium.write_text("\n".join(json.dumps(r) for r in rows[3:]))
     data = read_fgovd([hard, medium], None, BadRecordPolicy("error"))
     # hard: row 0 -> positive, row 1 -> its negative, row 2 -> positive; medium: row 3 positive, row 4 image skipped.
-    target = dict(zip(data.boxes.records, ["pos 0", "neg 1", "pos 2", "pos 3", "pos 4"]))
+    target = dict(zip(data.boxes.records, ["pos 0", "neg 1", "pos 2", "pos 3", "pos 4"], strict=True))
     enc = ScriptedEncoder(target)
     keep = torch.tensor([True, True, True, True, False])
     res = run_fgovd(enc, data, keep)
@@ -258,7 +259,7 @@ def test_boxcls_and_zeroshot_known_answers_with_templates(tmp_path):
                                 "categories": [{"id": c, "name": n} for c, n in ((1, "ant"), (2, "bee"), (3, "cow"))]}))
     data = read_coco_instances(path, tmp_path, BadRecordPolicy("error"))
     # Box features equal one template's prompt of a chosen class: right, right, wrong (cow box looks like a bee), wrong.
-    enc = ScriptedEncoder(dict(zip(data.boxes.records, ["a ant.", "the bee!", "a bee.", "the cow!"])))
+    enc = ScriptedEncoder(dict(zip(data.boxes.records, ["a ant.", "the bee!", "a bee.", "the cow!"], strict=True)))
     res = run_boxcls(enc, data, torch.ones(1, dtype=torch.bool), templates)
     assert res.rows["all"]["top1"] == 50.0 and res.rows["all"]["n"] == 4
     assert res.rows["all"]["mean_class_top1"] == pytest.approx(100 * (0.5 + 1 + 0) / 3)
@@ -302,7 +303,8 @@ def test_checkpoint_errors(world, tmp_path, capsys):
     bare.mkdir()
     shutil.copy(world / "model" / "config.json", bare)
     shutil.copy(world / "model" / "model.safetensors", bare)
-    args = ["--bench", "fgovd", "--data", str(world / "fgovd"), "--image-root", str(world), "--out", str(tmp_path / "o"),
+    args = ["--bench", "fgovd", "--data", str(world / "fgovd"), "--image-root", str(world), "--out",
+            str(tmp_path / "o"),
             "--no-progress"]
     assert clip_bench.main(["--model", str(bare), *args]) == 2
     assert "has no tokenizer files" in capsys.readouterr().err

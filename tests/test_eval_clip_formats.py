@@ -113,7 +113,8 @@ def test_retrieval_sharegpt4v_uses_the_second_turn_and_the_official_basename_lay
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "1.jpg").write_bytes(b"")
     items = [{"id": i, "image": f"coco/train2017/{i}.jpg",
-              "conversations": [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": f"long {i}"}]}
+              "conversations": [{"from": "human", "value": "<image>\nDescribe."},
+                                {"from": "gpt", "value": f"long {i}"}]}
              for i in range(3)]
     path = tmp_path / "share-captioner.json"
     path.write_text(json.dumps(items))

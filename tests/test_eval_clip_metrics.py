@@ -56,7 +56,7 @@ def test_retrieval_ties_follow_argmax_order_and_chunking_is_invisible():
     t2i = torch.tensor([0, 1, 2, 3, 4, 5, 6, 3, 4, 5])  # caption 7 duplicates caption 0's text, etc.
     full = retrieval_ranks(image_feats, text_feats, t2i, chunk=100)
     small = retrieval_ranks(image_feats, text_feats, t2i, chunk=1)
-    assert all(torch.equal(a, b) for a, b in zip(full, small))
+    assert all(torch.equal(a, b) for a, b in zip(full, small, strict=True))
     # Image 0: its own caption 0 and the foreign duplicate 7 tie; the lower index (own) wins -> rank 0.
     # Image 3: own captions 3 and 7; text 0 (foreign) ties with own text 7 but own caption 3 is exact -> rank 0.
     assert full[0][0] == 0

@@ -73,7 +73,8 @@ def test_yes_no_token_ids_are_disjoint_answer_starts(tiny_export) -> None:
 
 
 def test_generation_settings_and_prompt_helpers(tiny_export) -> None:
-    greedy = RequestGenerationConfig.from_gen_kwargs({"max_new_tokens": 5, "temperature": 0, "top_p": 0, "until": "\n"}, 99)
+    greedy = RequestGenerationConfig.from_gen_kwargs({"max_new_tokens": 5, "temperature": 0, "top_p": 0,
+                                                      "until": "\n"}, 99)
     assert (greedy.max_new_tokens, greedy.do_sample, greedy.until) == (5, False, ("\n",))
     assert greedy.truncate("yes\nno") == "yes"
     sampled = RequestGenerationConfig.from_gen_kwargs({"temperature": 0.7}, 99)

@@ -65,7 +65,7 @@ def test_lmms_eval_commands_need_one_include_path_each(tmp_path: Path) -> None:
     parsed = [shlex.split(c) for c in commands]
     include = [p[p.index("--include_path") + 1] if "--include_path" in p else None for p in parsed]
     tasks = [p[p.index("--tasks") + 1] for p in parsed]
-    assert dict(zip(tasks, include)) == {"fgclip_pope": str(SYNTHETIC_DIR),
+    assert dict(zip(tasks, include, strict=True)) == {"fgclip_pope": str(SYNTHETIC_DIR),
                                          "fgclip_hallusion_bench_image": str(HUB_DIR), "mme": None}
     assert all(p[p.index("--model_args") + 1] == "pretrained=m,dtype=auto" for p in parsed)
 

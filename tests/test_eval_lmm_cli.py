@@ -148,7 +148,9 @@ doc_to_target: answer
 generation_kwargs: {max_new_tokens: 4, temperature: 0, do_sample: false}
 process_results: !function lmms_eval.tasks.mme.utils.mme_process_results
 metric_list:
-  - {metric: mme_perception_score, aggregation: !function lmms_eval.tasks.mme.utils.mme_aggregate_results, higher_is_better: true}
+  - metric: mme_perception_score
+    aggregation: !function lmms_eval.tasks.mme.utils.mme_aggregate_results
+    higher_is_better: true
 lmms_eval_specific_kwargs:
   default: {pre_prompt: "", post_prompt: "\\nAnswer the question using a single word or phrase."}
 """
@@ -179,4 +181,5 @@ def test_packaged_hallusion_task_uses_the_rule_based_aggregators() -> None:
     config = load_yaml_config(str(lmms_tasks.HUB_DIR / "fgclip_hallusion_bench_image.yaml"), mode="full")
     names = {m["metric"]: m["aggregation"].__name__ for m in config["metric_list"]}
     assert names == {k: f"hb_aggregation_result_{k}_intern" for k in ("aAcc", "qAcc", "fAcc")}
-    assert config["dataset_path"] == "lmms-lab-encoder/HallusionBench" and "token" not in config.get("dataset_kwargs", {})
+    assert config["dataset_path"] == "lmms-lab-encoder/HallusionBench" and "token" not in config.get("dataset_kwargs",
+                                                                                                     {})

@@ -156,7 +156,7 @@ def _train_on_cue(export: Path, steps: int = 400) -> float:
         images.append(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
     enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
     prompt_lens = [len(processor(text=t.rsplit("ASSISTANT:", 1)[0] + "ASSISTANT:", images=[i])["input_ids"][0])
-                   for t, i in zip(texts, images)]
+                   for t, i in zip(texts, images, strict=True)]
     labels = torch.full_like(enc["input_ids"], -100)
     for row, start in enumerate(prompt_lens):
         keep = enc["attention_mask"][row].bool()

@@ -57,7 +57,7 @@ def test_attr_process_results_uses_mme_parser() -> None:
 
 def _pope_samples(task: str, preds: list[str], truth: list[str]) -> list[dict]:
     samples = []
-    for i, (p, t) in enumerate(zip(preds, truth)):
+    for i, (p, t) in enumerate(zip(preds, truth, strict=True)):
         doc = {"question_id": f"{task}-{i}", "answer": t}
         samples.append({"doc_id": i, "doc": doc, "filtered_resps": [p], **pope_process_results(doc, [p])})
     return samples
@@ -82,7 +82,8 @@ def test_report_pope_mean_f1_yes_rate_and_auroc_by_hand() -> None:
     report = build_report(results, scores)
     block = report["pope"]["fgclip_pope"]
     f1 = {t: s["f1"] for t, s in block["splits"].items()}
-    assert f1 == pytest.approx({"fgclip_pope_random": 2 / 3, "fgclip_pope_popular": 0.8, "fgclip_pope_adversarial": 1.0})
+    assert f1 == pytest.approx({"fgclip_pope_random": 2 / 3, "fgclip_pope_popular": 0.8,
+                                "fgclip_pope_adversarial": 1.0})
     for entry in block["splits"].values():
         assert entry["lmms_eval_f1"] == pytest.approx(entry["f1"])  # same numbers as lmms-eval's aggregator
     assert block["mean_f1"] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)

@@ -30,7 +30,10 @@ def _request(lm: FGClipLlava, context: str, gen_kwargs: dict | None = None, doc_
              continuation: str | None = None) -> Instance:
     """A hand-made request on a one-document task held in `lm.task_dict`."""
     lm.task_dict.setdefault("manual", {"test": {}})["test"][doc_id] = {"image": IMAGE, "answer": "yes"}
-    visual = lambda doc: [doc["image"]]
+
+    def visual(doc: dict) -> list:
+        return [doc["image"]]
+
     if continuation is None:
         args = (context, gen_kwargs or {"max_new_tokens": 6, "temperature": 0}, visual, doc_id, "manual", "test")
         return Instance("generate_until", args, idx=0, metadata={"task": "manual", "doc_id": doc_id, "repeats": 1})
@@ -108,7 +111,7 @@ def test_loglikelihood_direct_call(tiny_export: Path) -> None:
         lm.model.lm_head.weight[yes_id] = hidden[0] * (12.0 / hidden[0].norm() ** 2)
     continuations = [" zzzq", " Yes", " No", " Yes Yes"]
     got = lm.loglikelihood([_request(lm, "Is it red?", continuation=c) for c in continuations])
-    for (nll, greedy), continuation in zip(got, continuations):
+    for (nll, greedy), continuation in zip(got, continuations, strict=True):
         ref_nll, ref_greedy = _reference_loglikelihood(lm, "Is it red?", continuation)
         assert nll == pytest.approx(ref_nll, rel=1e-4) and nll > 0
         assert greedy == ref_greedy

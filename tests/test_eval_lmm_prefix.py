@@ -13,9 +13,9 @@ from lmms_eval.tasks import TaskManager
 from PIL import Image
 
 import fgclip_lmm.eval.lmm.prefix as prefix_module
-from fgclip_lmm.testing.worlds import png
 from fgclip_lmm.eval.lmm.model import FGClipLlava
 from fgclip_lmm.eval.lmm.prefix import pad_after_prefix, prefix_length, split_parts, whole_image_batches
+from fgclip_lmm.testing.worlds import png
 
 PACKAGED = Path(prefix_module.__file__).parent / "tasks" / "synthetic"
 IMAGES = [Image.open(io.BytesIO(png(c, s))).convert("RGB") for c, s in (("red", "circle"), ("blue", "square"))]
@@ -90,7 +90,10 @@ def test_every_packaged_task_answers_identically_with_shared_prefixes(tiny_expor
 
 def _instance(lm: FGClipLlava, doc_id: int, image: int | None, context: str, continuation: str | None = None):
     lm.task_dict.setdefault("manual", {"test": {}})["test"][doc_id] = {"image": image}
-    visual = (lambda doc: [IMAGES[doc["image"]]] if doc["image"] is not None else [])
+
+    def visual(doc: dict) -> list:
+        return [IMAGES[doc["image"]]] if doc["image"] is not None else []
+
     if continuation is None:
         args = (context, {"max_new_tokens": 5, "temperature": 0}, visual, doc_id, "manual", "test")
         return Instance("generate_until", args, idx=0, metadata={"task": "manual", "doc_id": doc_id, "repeats": 1})
@@ -112,7 +115,7 @@ def test_mixed_batches_and_loglikelihood_match_the_plain_path(tiny_export: Path,
         out[share] = ([g.text for g in gen], ll)
     assert prefills  # both calls shared prefixes
     assert out[True][0] == out[False][0]
-    for (nll, greedy), (ref_nll, ref_greedy) in zip(out[True][1], out[False][1]):
+    for (nll, greedy), (ref_nll, ref_greedy) in zip(out[True][1], out[False][1], strict=True):
         assert nll == pytest.approx(ref_nll, rel=1e-5) and greedy == ref_greedy
 
 

@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from fgclip_lmm.testing.fgclip2 import make_batch, tiny_model
 
 from fgclip_lmm.losses_fgclip2 import (
     FGCLIP2Loss,
@@ -18,6 +17,7 @@ from fgclip_lmm.losses_fgclip2 import (
     SigmoidGlobalLoss,
     TextIntraContrastiveLoss,
 )
+from fgclip_lmm.testing.fgclip2 import make_batch, tiny_model
 
 
 def unit(x: torch.Tensor) -> list[list[float]]:
@@ -26,7 +26,7 @@ def unit(x: torch.Tensor) -> list[list[float]]:
 
 
 def dot(a, b) -> float:
-    return sum(p * q for p, q in zip(a, b))
+    return sum(p * q for p, q in zip(a, b, strict=True))
 
 
 def ref_sigmoid(image, text, s, b) -> float:
@@ -40,7 +40,8 @@ def ref_sigmoid(image, text, s, b) -> float:
 
 
 def ref_ce(logits: list[list[float]], targets: list[int]) -> float:
-    return sum(math.log(sum(math.exp(v) for v in row)) - row[t] for row, t in zip(logits, targets)) / len(targets)
+    return sum(math.log(sum(math.exp(v) for v in row)) - row[t] for row,
+               t in zip(logits, targets, strict=True)) / len(targets)
 
 
 def ref_region(region, text, s) -> float:
@@ -69,7 +70,7 @@ def ref_hard(region, text, s, thr):
     m = len(r)
     itc = 0.5 * (ref_ce([[s * dot(x, y) for y in pos + negs] for x in r], list(range(m)))
                  + ref_ce([[s * dot(g, x) for x in r] for g in pos], list(range(m))))
-    pair_logits = [[s * dot(x, y) for y in g] for x, g in zip(r, groups)]
+    pair_logits = [[s * dot(x, y) for y in g] for x, g in zip(r, groups, strict=True)]
     pair = ref_ce(pair_logits, [0] * m)
     cmr = [max(0.0, thr + d - row[0]) for row in pair_logits for d in row[1:]]
     da = [d for row in pair_logits for d in row[1:] if d != 0]

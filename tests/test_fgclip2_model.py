@@ -5,14 +5,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fgclip_lmm.testing.fgclip2 import (
-    make_batch,
-    naflex_inputs,
-    official_keys,
-    text_ids,
-    tiny_model,
-    write_official_checkpoint,
-)
 from PIL import Image
 from torchvision.ops import roi_align
 from transformers import (
@@ -24,8 +16,8 @@ from transformers import (
     Siglip2TextModel,
 )
 
-from fgclip_lmm.model import FGCLIP2Config, FGCLIP2Model
 from fgclip_lmm.commands.convert import main as convert_main
+from fgclip_lmm.model import FGCLIP2Config, FGCLIP2Model
 from fgclip_lmm.model.naflex import (
     budget_for,
     make_image_processor,
@@ -33,6 +25,14 @@ from fgclip_lmm.model.naflex import (
     naflex_roi_features,
 )
 from fgclip_lmm.model.positions import stretch_positions
+from fgclip_lmm.testing.fgclip2 import (
+    make_batch,
+    naflex_inputs,
+    official_keys,
+    text_ids,
+    tiny_model,
+    write_official_checkpoint,
+)
 
 
 def test_stretch_64_to_196_matches_the_official_rule_row_by_row():
@@ -185,7 +185,10 @@ def _dense_reference(model: FGCLIP2Model, x: torch.Tensor, mask: torch.Tensor) -
     b, n, d = x.shape
     heads = head.num_heads
     q, k, v = F.linear(x, head.attention.in_proj_weight, head.attention.in_proj_bias).chunk(3, dim=-1)
-    split = lambda t: t.reshape(b, n, heads, d // heads).transpose(1, 2)
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(b, n, heads, d // heads).transpose(1, 2)
+
     scores = split(q) @ split(k).transpose(-1, -2) / (d // heads) ** 0.5
     scores = scores + (1 - mask[:, None, None, :].double()) * torch.finfo(torch.float64).min
     attn = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, n, d)

@@ -8,14 +8,14 @@ import types
 import numpy as np
 import pytest
 import torch
-from fgclip_lmm.testing.fgclip2 import tiny_model, write_official_checkpoint
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionModel
 from transformers.utils import logging
 
 from fgclip_lmm.commands.assemble import main as assemble_main
-from fgclip_lmm.testing import write_tiny_llm
 from fgclip_lmm.model.fixed_grid import fgclip2_vision_as_siglip, patchify
+from fgclip_lmm.testing import write_tiny_llm
+from fgclip_lmm.testing.fgclip2 import tiny_model, write_official_checkpoint
 from fgclip_lmm.tower import FGCLIP2Tower, TowerConfig, build_tower
 
 logging.set_verbosity_error()
@@ -44,7 +44,7 @@ def test_fixed_grid_tower_equals_the_naflex_tower_on_square_images(dirs, image_s
         want = dirs.model.vision_model(**patchify(images, 8), output_hidden_states=True)
         got = fixed(pixel_values=images, output_hidden_states=True)
     assert len(got.hidden_states) == len(want.hidden_states)
-    for a, b in zip(got.hidden_states, want.hidden_states):
+    for a, b in zip(got.hidden_states, want.hidden_states, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, rtol=0, atol=1e-5)
 

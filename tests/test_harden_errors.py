@@ -88,7 +88,7 @@ def test_every_command_reports_bad_input_in_one_line(inputs) -> None:
     # A trainer that failed after its process group exists leaves with os._exit (see train/command.py), which
     # would end a shared driver: each trainer case runs in its own process, the rest share one.
     shared = [name for name in cases if not name.startswith("train-")]
-    results = dict(zip(shared, run_cli_batch([cases[name] for name in shared])))
+    results = dict(zip(shared, run_cli_batch([cases[name] for name in shared]), strict=True))
     for name in cases:
         if name not in results:
             argv, env = cases[name]

@@ -65,7 +65,7 @@ def test_datagen_ground_sees_the_pixels_training_sees(tmp_path) -> None:
     # ... and it is exactly the image the training reader decodes for the same file
     trained = FineHardDataset(FineHardConfig(data_path=str(tmp_path / "grounded.json"), image_root=str(images),
                                              image_size=32))
-    for image, record in zip(seen, trained.records):
+    for image, record in zip(seen, trained.records, strict=True):
         assert np.array_equal(np.asarray(image), np.asarray(load_rgb(record.image_path)))
 
 

@@ -74,7 +74,7 @@ def test_datagen_cli_refuses_an_escaping_path_without_confirming_the_file(layout
                                "--out", tmp / f"{name}_out.json", "--rules-only", "--no-progress",
                                "--on-bad-record", "error"], {}) for name in targets])
     messages = {}
-    for (name, target), result in zip(targets.items(), results):
+    for (name, target), result in zip(targets.items(), results, strict=True):
         data = tmp / f"{name}.json"
         assert result.code == 2, result.err
         (line,) = result.error_lines

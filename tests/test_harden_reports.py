@@ -72,7 +72,7 @@ def ran(setup) -> dict:
         (eval_clip("some_missing.json", "ec1"), {}), (eval_clip("all_missing.json", "ec2"), {}),
         (negatives("mixed.json", "dg1/out.json"), {}), (negatives("all_bad.json", "dg2/out.json"), {}),
         (eval_clip("with_big.json", "ec3"), budget),
-        ([a if a != "skip" else "error" for a in eval_clip("with_big.json", "ec4")], budget)])))
+        ([a if a != "skip" else "error" for a in eval_clip("with_big.json", "ec4")], budget)]), strict=True))
 
 
 def test_eval_clip_and_datagen_report_every_skip(setup, ran) -> None:

@@ -128,7 +128,8 @@ def test_tower_swap_keeps_the_llm_and_resizes_the_projector(world, tmp_path):
     torch.testing.assert_close(again.linear_1.weight, fg.model.multi_modal_projector.linear_1.weight)
 
 
-@pytest.mark.parametrize("tower,select,count,strategy", [("clip", "cls_patch", 5, "full"), ("siglip", "patch", 4, "full")])
+@pytest.mark.parametrize("tower,select,count,strategy",
+                         [("clip", "cls_patch", 5, "full"), ("siglip", "patch", 4, "full")])
 def test_select_strategy_and_token_count_reach_the_processor(world, tower, select, count, strategy):
     path = world.clip if tower == "clip" else world.siglip
     model, processor, _ = assemble(AssembleConfig(tower=f"{tower}:{path}", llm=str(world.qwen), select=select,
@@ -141,11 +142,12 @@ def test_select_strategy_and_token_count_reach_the_processor(world, tower, selec
 
 def _batch(processor, with_text_only=True):
     tok, n = processor.tokenizer, image_seq_length(processor)
-    img = {"id": "a", "image": "a", "conversations": [{"from": "human", "value": "<image>\ncolor?"}, {"from": "gpt", "value": "red"}]}
+    img = {"id": "a", "image": "a",
+           "conversations": [{"from": "human", "value": "<image>\ncolor?"}, {"from": "gpt", "value": "red"}]}
     txt = {"id": "b", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello there"}]}
     items = []
-    for sample, pixels, real in ((img, processor.image_processor(images=_image(), return_tensors="pt")["pixel_values"], True),
-                                 (txt, dummy_pixel_values(processor), False)):
+    image_pixels = processor.image_processor(images=_image(), return_tensors="pt")["pixel_values"]
+    for sample, pixels, real in ((img, image_pixels, True), (txt, dummy_pixel_values(processor), False)):
         if not real and not with_text_only:
             continue
         enc = encode_sample(sample, tok, "vicuna_v1", n, 512)
@@ -158,7 +160,8 @@ def test_training_forward_matches_stock_forward_and_keeps_dummies_in_graph(world
     model = LlavaForConditionalGeneration.from_pretrained(world.fg_llama)
     processor = AutoProcessor.from_pretrained(world.fg_llama)
     batch = _batch(processor, with_text_only=False)
-    stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
+    stock = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  pixel_values=batch["pixel_values"],
                   labels=batch["labels"])
     ours = lmm_forward(model, **batch)
     torch.testing.assert_close(ours.logits, stock.logits)

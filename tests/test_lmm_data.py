@@ -31,7 +31,8 @@ def processor(tmp_path_factory):
     train_llm_tokenizer([t for t in DEFAULT_TEXTS for _ in range(4)], root, vocab_size=400, extra_special_tokens=())
     tok = AutoTokenizer.from_pretrained(root)
     add_lmm_tokens(tok, "<image>", "<pad>")
-    image_processor = LlavaImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}, do_pad=True)
+    image_processor = LlavaImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                          do_pad=True)
     return LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1)
 

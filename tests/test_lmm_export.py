@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration
 from transformers.utils import logging
 
+from fgclip_lmm.commands.merge_lora import main as merge_main
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
 from fgclip_lmm.lmm.export import NON_LORA_FILE, merge_peft, save_full, save_lora
 from fgclip_lmm.lmm.forward import lmm_forward
-from fgclip_lmm.commands.merge_lora import main as merge_main
 from fgclip_lmm.lmm.tuning import LmmTuning, apply_tuning
 
 logging.set_verbosity_error()
@@ -64,11 +64,13 @@ def trained(tmp_path_factory, tiny_clip, tiny_llama, tiny_qwen):
     model, processor, meta = assemble(AssembleConfig(tower=f"fgclip:{tower}", llm=str(llm)))
     ns.base = save_assembly(model, processor, meta, root / "base")
     prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}], add_generation_prompt=True)
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}],
+        add_generation_prompt=True)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
     batch = processor(text=prompt, images=image, return_tensors="pt")
     ns.inputs = {"input_ids": batch["input_ids"], "pixel_values": batch["pixel_values"]}
-    ns.ids_zero_image = processor(text=prompt, images=torch.zeros(3, 20, 30, dtype=torch.uint8), return_tensors="pt")["input_ids"]
+    ns.ids_zero_image = processor(text=prompt, images=torch.zeros(3, 20, 30, dtype=torch.uint8),
+                                  return_tensors="pt")["input_ids"]
     labels = batch["input_ids"].clone()
     labels[labels == model.config.image_token_id] = -100
 
@@ -97,7 +99,8 @@ def trained(tmp_path_factory, tiny_clip, tiny_llama, tiny_qwen):
     qwen, qwen_processor, qwen_meta = assemble(AssembleConfig(tower=f"clip:{tower}", llm=str(tiny_qwen)))
     ns.qwen = save_assembly(qwen, qwen_processor, qwen_meta, root / "qwen_base")
     qwen_prompt = qwen_processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}], add_generation_prompt=True)
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}],
+        add_generation_prompt=True)
     qwen_batch = qwen_processor(text=qwen_prompt, images=image, return_tensors="pt")
     ns.qwen_inputs = {"input_ids": qwen_batch["input_ids"], "pixel_values": qwen_batch["pixel_values"]}
     ns.qwen_ids_zero_image = qwen_processor(text=qwen_prompt, images=torch.zeros(3, 20, 30, dtype=torch.uint8),
@@ -124,8 +127,10 @@ def test_lora_directory_holds_adapter_and_non_lora_trainables(trained):
     files = {p.name for p in trained.lora.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", NON_LORA_FILE, "processor_config.json"} <= files
     non_lora = load_file(str(trained.lora / NON_LORA_FILE))
-    assert sorted(non_lora) == ["model.multi_modal_projector.linear_1.bias", "model.multi_modal_projector.linear_1.weight",
-                                "model.multi_modal_projector.linear_2.bias", "model.multi_modal_projector.linear_2.weight"]
+    assert sorted(non_lora) == ["model.multi_modal_projector.linear_1.bias",
+                                "model.multi_modal_projector.linear_1.weight",
+                                "model.multi_modal_projector.linear_2.bias",
+                                "model.multi_modal_projector.linear_2.weight"]
     adapter = load_file(str(trained.lora / "adapter_model.safetensors"))
     assert adapter and all("lora_" in k and "language_model" in k for k in adapter)
 
@@ -169,14 +174,16 @@ def test_stock_transformers_subprocess_load_parity(trained, tmp_path):
     jobs = {"inputs": str(tmp_path / "inputs.safetensors"), "output": str(tmp_path / "out.safetensors"),
             "question": QUESTION,
             "models": {"base": {"dir": str(trained.base)}, "full": {"dir": str(trained.full)},
-                       "merged": {"dir": str(merged)}, "adapter": {"dir": str(trained.base), "adapter": str(trained.lora)},
+                       "merged": {"dir": str(merged)},
+                       "adapter": {"dir": str(trained.base), "adapter": str(trained.lora)},
                        "qwen": {"dir": str(trained.qwen), "inputs": str(tmp_path / "qwen_inputs.safetensors")}}}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", STOCK_SCRIPT, json.dumps(jobs)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     got = load_file(str(tmp_path / "out.safetensors"))
-    want = {"base": base_logits, "full": trained.full_logits, "merged": trained.lora_logits, "adapter": trained.lora_logits}
+    want = {"base": base_logits, "full": trained.full_logits, "merged": trained.lora_logits,
+            "adapter": trained.lora_logits}
     for name in ("full", "adapter"):  # training changed the outputs, so parity is a real check
         assert (want[name] - base_logits).abs().max() > 1e-2, name
     for name, logits in want.items():

@@ -35,7 +35,8 @@ def test_names_follow_hf_llava():
 def test_unknown_projector_lists_known_types():
     with pytest.raises(ValueError, match=r"unknown projector type 'mlp2x_relu'; known: identity, linear, mlp<N>x_gelu"):
         build_projector("mlp2x_relu", 8, 16)
-    with pytest.raises(ValueError, match="identity projector needs equal sizes: tower hidden_size 8 != LLM hidden_size 16"):
+    with pytest.raises(ValueError, match="identity projector needs equal sizes: "
+                                         "tower hidden_size 8 != LLM hidden_size 16"):
         build_projector("identity", 8, 16)
 
 

@@ -38,7 +38,7 @@ MULTI = sample("what color is the ball?\n<image>", "the ball is green", "and the
 
 def label_runs(enc):
     runs, current = [], []
-    for tok, lab in zip(enc.input_ids, enc.labels):
+    for tok, lab in zip(enc.input_ids, enc.labels, strict=True):
         if lab != IGNORE_INDEX:
             assert lab == tok
             current.append(tok)
@@ -120,8 +120,10 @@ def test_unknown_template_lists_known():
 @pytest.mark.parametrize("bad,reason,message", [
     (sample("<image>\nq", "a"), "token_without_image", "1 '<image>' token\\(s\\) but no image given"),
     (sample("q", "a", image="x.png"), "image_without_token", "1 image\\(s\\) given but no '<image>'"),
-    (sample("<image><image>\nq", "a", image="x.png"), "image_count_mismatch", "more '<image>' tokens \\(2\\) than images \\(1\\)"),
-    (sample("<image>\nq", "a", image=["x.png", "y.png"]), "image_count_mismatch", "fewer '<image>' tokens \\(1\\) than images \\(2\\)"),
+    (sample("<image><image>\nq", "a", image="x.png"), "image_count_mismatch",
+     "more '<image>' tokens \\(2\\) than images \\(1\\)"),
+    (sample("<image>\nq", "a", image=["x.png", "y.png"]), "image_count_mismatch",
+     "fewer '<image>' tokens \\(1\\) than images \\(2\\)"),
     (sample("q", "a", "q2"), "bad_conversation", "must end with a gpt turn"),
     ({"id": "s", "conversations": [{"from": "gpt", "value": "a"}]}, "bad_conversation", "expected 'human'"),
     (sample("q", "look <image>"), "bad_conversation", "gpt turn containing"),
@@ -149,7 +151,8 @@ def test_truncation_never_cuts_an_image_block(toks):
 
 def test_sample_that_cannot_fit_even_without_text(toks):
     one = sample("<image>\nq", "a red cube", image="x.png")
-    with pytest.raises(SampleError, match="needs .* tokens up to the end of its first image .* model_max_length is 3") as info:
+    too_long = "needs .* tokens up to the end of its first image .* model_max_length is 3"
+    with pytest.raises(SampleError, match=too_long) as info:
         encode_sample(one, toks.llama, "vicuna_v1", N, 3)
     assert info.value.reason == "too_long"
     prefix = encode_sample(one, toks.llama, "vicuna_v1", N, 512).labels.index(next(

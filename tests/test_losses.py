@@ -5,10 +5,9 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 
-from fgclip_lmm.losses import FGCLIPLoss, GlobalContrastiveLoss, HardNegativeLoss
+from fgclip_lmm.losses import GlobalContrastiveLoss, HardNegativeLoss
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
 
 

@@ -45,7 +45,8 @@ def test_bucket_merging_is_optimal():
     widths, counts = [8, 16, 24, 32, 40, 48], [50, 1, 30, 2, 2, 9]
 
     def cost(subset, overhead):
-        return sum(c * min(s for s in subset if s >= w) for w, c in zip(widths, counts)) + overhead * len(subset)
+        return sum(c * min(s for s in subset if s >= w) for w,
+                   c in zip(widths, counts, strict=True)) + overhead * len(subset)
     for k, overhead in itertools.product((1, 2, 3, 4, 8), (0, 40, 400, 10**6)):
         chosen = _merge_widths(widths, counts, k, overhead)
         assert len(chosen) <= k and chosen[-1] == widths[-1] and chosen == sorted(chosen)

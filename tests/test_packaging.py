@@ -103,7 +103,8 @@ def test_auto_model_loads_fgclip_after_a_bare_import(tmp_path: Path) -> None:
         "import fgclip_lmm\n"
         "from transformers import AutoConfig, AutoModel\n"
         "model = AutoModel.from_pretrained(sys.argv[1])\n"
-        "assert type(model).__name__ == 'FGCLIPModel' and AutoConfig.from_pretrained(sys.argv[1]).model_type == 'fgclip'\n"
+        "assert type(model).__name__ == 'FGCLIPModel'\n"
+        "assert AutoConfig.from_pretrained(sys.argv[1]).model_type == 'fgclip'\n"
         "print(float(model.logit_scale_hardneg) + float(model.visual_projection.weight.sum()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fgclip")], cwd=tmp_path, capture_output=True,

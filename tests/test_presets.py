@@ -1,5 +1,4 @@
 """Every shipped YAML preset parses into its typed config (paths pointed at existing files)."""
-from pathlib import Path
 
 import pytest
 

@@ -87,7 +87,8 @@ def run_command(command: Command, cwd: Path) -> str:
     env = {**os.environ, **command.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run([str(exe) if exe.exists() else argv[0], *argv[1:]], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"README line {command.line}: {command.text}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (f"README line {command.line}: "
+                                  f"{command.text}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return proc.stdout + proc.stderr
 
 

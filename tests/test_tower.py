@@ -129,7 +129,8 @@ def test_llava_names_and_delay_load(dirs):
     torch.testing.assert_close(tower.feature_select(outs), stock.hidden_states[-2][:, 1:])
     feats = tower([torch.randn(3, 28, 28), torch.randn(1, 3, 28, 28)])  # LLaVA's list input
     assert [f.shape for f in feats] == [torch.Size([1, 4, 32])] * 2
-    unfrozen = tower_from_llava_args(f"clip:{dirs.clip}", types.SimpleNamespace(unfreeze_mm_vision_tower=True), delay_load=True)
+    unfrozen = tower_from_llava_args(f"clip:{dirs.clip}", types.SimpleNamespace(unfreeze_mm_vision_tower=True),
+                                     delay_load=True)
     assert unfrozen.is_loaded and unfrozen.cfg.tuning == "full"
 
 

@@ -12,8 +12,8 @@ from transformers.utils import logging
 
 from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
 from fgclip_lmm.lmm.forward import lmm_forward
-from fgclip_lmm.testing.models import write_tiny_clip, write_tiny_llm, write_tiny_siglip
 from fgclip_lmm.lmm.tuning import LmmTuning, apply_tuning
+from fgclip_lmm.testing.models import write_tiny_clip, write_tiny_llm, write_tiny_siglip
 from fgclip_lmm.tower import (
     LeadingBlocks,
     TowerConfig,
@@ -89,7 +89,7 @@ def test_llava_tower_cut_in_training_and_evaluation_keeps_the_checkpoint(dirs, t
         want = stock.model.get_image_features(pixel_values=pixels, vision_feature_layer=config.vision_feature_layer,
                                               vision_feature_select_strategy=config.vision_feature_select_strategy)
         got = llava_image_features(model, pixels)
-    assert all(torch.equal(a, b) for a, b in zip(got.pooler_output, want.pooler_output))
+    assert all(torch.equal(a, b) for a, b in zip(got.pooler_output, want.pooler_output, strict=True))
     assert calls == [0, 1, 2]  # 4 blocks, hidden_states[-2] is the output of block 3 of 4
     # evaluation: with the index in the in-memory config the stock forward (pixel_values) works on the cut tower
     evaluated = LlavaForConditionalGeneration.from_pretrained(dirs.lmm).eval()

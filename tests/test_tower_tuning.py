@@ -48,7 +48,8 @@ def test_lora_tower_trains_only_adapters_and_merges_exactly(clip_dir):
     tower = build_tower(TowerConfig(type="clip", path=clip_dir, tuning="lora", lora=LmmLoraConfig(r=4, alpha=8)))
     trainable = {n for n, p in tower.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "k_proj", "v_proj", "out_proj",
+                                                                            "fc1", "fc2"}
     with torch.no_grad():  # make the adapters non-trivial (lora_B starts at zero)
         for n, p in tower.named_parameters():
             if "lora_B" in n:

@@ -131,7 +131,8 @@ def test_bad_record_met_in_a_dataloader_worker_is_one_line_under_error(world, tm
                     "--num_workers", "1", "--max_steps", "1"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"fgclip-lmm train-clip: error: {re.escape(str(world['finehard']))} record \d+, field 'f_path': "
+    assert re.fullmatch(rf"fgclip-lmm train-clip: error: {re.escape(str(world['finehard']))} record \d+, field "
+                        rf"'f_path': "
                         r"cannot decode .*\[corrupt_image\]", last), last
 
 

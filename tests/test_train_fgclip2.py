@@ -15,10 +15,10 @@ from fgclip_lmm.data.collate_fgclip2 import FGClip2Collator
 from fgclip_lmm.data.finehard import FineHardConfig, FineHardDataset
 from fgclip_lmm.data.text import TextTooLongError
 from fgclip_lmm.model import FGCLIP2Model
+from fgclip_lmm.testing import write_mini_world
 from fgclip_lmm.train.clip_config import ClipTrainConfig
 from fgclip_lmm.train.clip_fgclip2 import use_naflex_images
 from fgclip_lmm.train.config_io import ConfigError, load_config
-from fgclip_lmm.testing import write_mini_world
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",

@@ -65,7 +65,8 @@ def test_align_then_finetune_zero3_then_lora(setup, tmp_path):
     changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.state_dict()[n])}
     assert changed and all("multi_modal_projector" in n for n in changed)  # align trains the projector only
 
-    ft = run(setup, tmp_path / "ft", "--stage", "finetune", "--model", str(tmp_path / "align" / "hf"), "--max_steps", "2",
+    ft = run(setup, tmp_path / "ft", "--stage", "finetune", "--model", str(tmp_path / "align" / "hf"), "--max_steps",
+             "2",
         "--zero_stage", "3", "--lr", "1e-3")
     assert all("image_norm_ratio" in m for m in ft)  # the hooks see the tokens under ZeRO-3 too
     tuned = LlavaForConditionalGeneration.from_pretrained(tmp_path / "ft" / "hf")

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from fgclip_lmm.lmm.assemble import AssembleConfig, assemble, save_assembly
 
     cfg = AssembleConfig(
-        tower=args.tower, llm=args.llm, out=args.out, projector=args.projector, projector_weights=args.projector_weights,
+        tower=args.tower, llm=args.llm, out=args.out, projector=args.projector,
+        projector_weights=args.projector_weights,
         feature_layer=args.feature_layer, select=args.select, image_size=args.image_size, aspect=args.aspect,
         template=args.template,
         dtype=args.dtype, pad_to_multiple_of=args.pad_to_multiple_of, seed=args.seed,

@@ -71,7 +71,7 @@ class SharedCounts:
     def as_dict(self) -> dict[str, int]:
         with self._lock:
             values = self._values.tolist()
-        return {name: value for name, value in zip(self.names, values) if value}
+        return {name: value for name, value in zip(self.names, values, strict=True) if value}
 
     def reset(self) -> None:
         with self._lock:
@@ -131,7 +131,7 @@ class BadRecordReport:
         """Human-readable end-of-run report (one line per non-zero counter)."""
         lines = [f"bad records skipped: {self.total_skipped}"]
         lines += [f"  {reason}: {count}" for reason, count in sorted(self.skipped.items())]
-        for reason, examples in sorted(self.examples.items()):
+        for _, examples in sorted(self.examples.items()):
             lines += [f"    e.g. {example}" for example in examples]
         truncated = self.truncated
         lines.append(f"texts truncated: {sum(truncated.values())}")

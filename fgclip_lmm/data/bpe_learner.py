@@ -31,7 +31,7 @@ def learn_merges(
     freqs = [word_counts[w] for w in sorted(word_counts)]
     pair_counts: Counter[Pair] = Counter()
     pair_words: defaultdict[Pair, set[int]] = defaultdict(set)
-    for index, (symbols, freq) in enumerate(zip(words, freqs)):
+    for index, (symbols, freq) in enumerate(zip(words, freqs, strict=True)):
         for pair in itertools.pairwise(symbols):
             pair_counts[pair] += freq
             pair_words[pair].add(index)

@@ -41,7 +41,8 @@ def conversation_turns(conversations: Any) -> list[tuple[str, str]]:
     for i, turn in enumerate(conversations):
         field = f"conversations[{i}]"
         if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
-            raise ConversationError("bad_conversation", field, f"must be {{'from': human|gpt, 'value': str}}, got {turn!r}")
+            raise ConversationError("bad_conversation", field,
+                                    f"must be {{'from': human|gpt, 'value': str}}, got {turn!r}")
         expected = "human" if i % 2 == 0 else "gpt"
         if turn["from"] != expected:
             raise ConversationError("bad_conversation", f"{field}.from",

@@ -117,7 +117,7 @@ def check(config: CheckConfig) -> dict:
             beyond += max(0, n - config.max_anns)
             lengths.add("caption", record.caption)
             lengths.add("short_caption", record.short_caption)
-            for short, long_, negs in zip(record.short_exprs, record.long_exprs, record.negatives):
+            for short, long_, negs in zip(record.short_exprs, record.long_exprs, record.negatives, strict=True):
                 lengths.add("short_expr", short)
                 lengths.add("long_expr", long_)
                 flags[int(negs is not None)] += 1

@@ -31,7 +31,9 @@ def _text(value: str) -> str:
 def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--out", required=True, help="output FineHARD JSON array (progress in OUT.parts/)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"items per batch (default {batch_size})")
-    parser.add_argument("--device", default=None, help="torch device (default cuda:$LOCAL_RANK, else cpu); 'auto' spreads one model over all GPUs")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default cuda:$LOCAL_RANK, else cpu); 'auto' spreads one model over "
+                             "all GPUs")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_NAMES])
     parser.add_argument("--on-bad-record", default="skip", choices=["skip", "error"],
                         help="bad input records / images: count and skip (default), or stop")
@@ -48,13 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     # Light on purpose: the step modules (torch, transformers) are imported only after the arguments parse, so
     # prompts default to None here and mean the step's own default (`DEFAULT_*_PROMPT`, `NEG_PROMPT`).
     parser = argparse.ArgumentParser(prog="fgclip-lmm datagen", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 
     rec = steps.add_parser("recaption", help="long + short captions with an image-text-to-text model")
     rec.add_argument("--images", required=True, help="image folder; f_path is written relative to it")
     rec.add_argument("--input", default=None, help="records with f_path[, short_caption] (default: every image)")
-    rec.add_argument("--model", required=True, help="AutoModelForImageTextToText checkpoint, e.g. llava-hf/llava-1.5-7b-hf")
+    rec.add_argument("--model", required=True,
+                     help="AutoModelForImageTextToText checkpoint, e.g. llava-hf/llava-1.5-7b-hf")
     rec.add_argument("--long-prompt", type=_text, default=None,
                      help="long-caption prompt or @file (default: recaption.DEFAULT_LONG_PROMPT)")
     rec.add_argument("--short-prompt", type=_text, default=None,
@@ -107,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--images", default=None, help="image root; when given, missing images are rejected")
     chk.add_argument("--num-negatives", type=int, default=10)
     chk.add_argument("--max-anns", type=int, default=4)
-    chk.add_argument("--short-caption-prefix", default="a photo of ", help="prepended to short captions, as in training")
+    chk.add_argument("--short-caption-prefix", default="a photo of ",
+                     help="prepended to short captions, as in training")
     chk.add_argument("--out", default=None, help="also write the report as JSON")
     chk.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
     chk.add_argument("--allow-paths-outside-root", action="store_true",

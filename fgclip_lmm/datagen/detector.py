@@ -109,9 +109,9 @@ class OpenVocabDetector:
             special = set(self.processor.tokenizer.all_special_tokens)
             labels = [torch.tensor([match_label(" ".join(w for w in t.split() if w not in special), qs)
                                     for t in r["text_labels"]], dtype=torch.long)
-                      for r, qs in zip(results, queries)]
+                      for r, qs in zip(results, queries, strict=True)]
         out = []
-        for (h, w), result, label in zip(sizes, results, labels):
+        for (h, w), result, label in zip(sizes, results, labels, strict=True):
             scale = torch.tensor([w, h, w, h], dtype=torch.float32)
             out.append({"boxes": result["boxes"].float().cpu() / scale, "scores": result["scores"].float().cpu(),
                         "labels": label.reshape(-1)})

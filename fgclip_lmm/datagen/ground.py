@@ -79,7 +79,7 @@ def extract_phrases(captions: list[str], config: GroundConfig, chat: Callable[[]
     replies = chat()([PHRASE_PROMPT.format(caption=c) for c in captions],
                      DecodingConfig(max_new_tokens=config.phrase_max_new_tokens))
     out = []
-    for caption, reply, count in zip(captions, replies, counts):
+    for caption, reply, count in zip(captions, replies, counts, strict=True):
         phrases = llm_phrases(caption, reply, config.max_phrases)
         if not phrases:
             count["phrases_llm_fallback"] = 1
@@ -103,12 +103,12 @@ def make_batch_fn(config: GroundConfig, detect: Callable[[], DetectFn], chat: Ca
         loaded = load_images([batch[i] for i in need], config.image_root, policy, config.input,
                              config.allow_paths_outside_root, config.max_image_pixels)
         found: dict[int, list] = {}
-        usable = [(i, image) for i, image in zip(need, loaded) if not isinstance(image, ImageFailure)]
+        usable = [(i, image) for i, image in zip(need, loaded, strict=True) if not isinstance(image, ImageFailure)]
         if usable:
             detections = detect()([image for _, image in usable], [[p.short for p in phrases[i]] for i, _ in usable])
-            for (i, _), det in zip(usable, detections):
+            for (i, _), det in zip(usable, detections, strict=True):
                 found[i] = select_boxes(det["boxes"], det["scores"], det["labels"], len(phrases[i]), config.select)
-        failed = {i: image for i, image in zip(need, loaded) if isinstance(image, ImageFailure)}
+        failed = {i: image for i, image in zip(need, loaded, strict=True) if isinstance(image, ImageFailure)}
         outcomes = []
         for i, item in enumerate(batch):
             count = counts[i]

@@ -19,7 +19,6 @@ from fgclip_lmm.devices import pick_device, torch_dtype
 from fgclip_lmm.errors import CheckpointError
 
 
-
 @dataclass(frozen=True)
 class DecodingConfig:
     max_new_tokens: int = 256

@@ -23,7 +23,8 @@ CATEGORIES: dict[str, tuple[Axis, ...]] = {
         ("gold", "golden"), ("silver",), ("maroon",), ("navy",),
     ),),
     "shade": ((("light", "pale"), ("dark",), ("bright", "vivid")),),
-    "size": ((("small", "little", "tiny"), ("medium", "medium-sized", "mid-sized"), ("large", "big", "huge", "giant")),),
+    "size": ((("small", "little", "tiny"), ("medium", "medium-sized", "mid-sized"),
+              ("large", "big", "huge", "giant")),),
     "height": ((("tall",), ("short",)),),
     "material": ((
         ("wooden", "wood"), ("metal", "metallic", "steel"), ("plastic",), ("glass",), ("leather",), ("stone",),

@@ -108,7 +108,8 @@ def rule_negatives(phrase: str, limit: int = 10) -> list[str]:
     tokens = list(_TOKEN.finditer(phrase))
     noun = head_noun(phrase)
     noun_at = max((i for i, t in enumerate(tokens) if t.group(0).lower() == noun), default=None)
-    slots = [(i, LEXICON[t.group(0).lower()].alternatives()) for i, t in enumerate(tokens) if t.group(0).lower() in LEXICON]
+    slots = [(i, LEXICON[t.group(0).lower()].alternatives()) for i,
+             t in enumerate(tokens) if t.group(0).lower() in LEXICON]
     out: list[str] = []
     seen = {" ".join(canonical_words(phrase))}
 
@@ -204,10 +205,11 @@ def make_batch_fn(config: NegativesConfig, chat: Callable[[], ChatFn] | None):
                 options = DecodingConfig(max_new_tokens=config.max_new_tokens, do_sample=sample,
                                             temperature=config.temperature if sample else 1.0,
                                             seed=config.seed + batch[0].index + start)
-                replies[start:start + config.llm_batch_size] = chat()(prompts[start:start + config.llm_batch_size], options)
+                replies[start:start + config.llm_batch_size] = chat()(prompts[start:start + config.llm_batch_size],
+                                                                      options)
         counts = [{} for _ in batch]
         new_boxes: list[list[dict]] = [[] for _ in batch]
-        for (i, _, box), reply in zip(boxes, replies):
+        for (i, _, box), reply in zip(boxes, replies, strict=True):
             negs, reason = negatives_for(box["short_expr"], reply, k, counts[i])
             if reason is None:
                 counts[i]["boxes_full"] = counts[i].get("boxes_full", 0) + 1
@@ -223,7 +225,8 @@ def make_batch_fn(config: NegativesConfig, chat: Callable[[], ChatFn] | None):
 def run_negatives(config: NegativesConfig, chat: ChatFn | None = None, shard: Shard | None = None) -> RunResult:
     """Run the step; `chat` replaces the HF LLM (tests, custom backends)."""
     policy = BadRecordPolicy(config.on_bad_record)
-    items = finehard_items(config.input, policy, config.image_root, mode="negatives", num_negatives=config.num_negatives,
+    items = finehard_items(config.input, policy, config.image_root, mode="negatives",
+                           num_negatives=config.num_negatives,
                            allow_outside_root=config.allow_paths_outside_root)
     get_chat = None
     if not config.rules_only:

@@ -66,7 +66,7 @@ def degenerate_reason(text: str, quality: TextQuality) -> str | None:
         content = [t for t in tokens if t not in _COMMON]
         if content and Counter(content).most_common(1)[0][1] > quality.max_word_share * len(tokens):
             return "repetition"
-        trigrams = list(zip(tokens, tokens[1:], tokens[2:]))
+        trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
         if len(set(trigrams)) < quality.min_distinct_trigrams * len(trigrams):
             return "repetition"
     return None

@@ -79,12 +79,13 @@ def generate_with_retries(images: list, prompt: str, generate: ImageGenerateFn, 
         if not pending:
             break
         options = DecodingConfig(max_new_tokens=max_new_tokens, do_sample=attempt > 0,
-                                    temperature=temperature + 0.1 * max(attempt - 1, 0), seed=seed + 1_000_003 * attempt)
+                                    temperature=temperature + 0.1 * max(attempt - 1, 0),
+                                    seed=seed + 1_000_003 * attempt)
         replies = generate([images[i] for i in pending], prompt, options)
         if len(replies) != len(pending):
             raise RuntimeError(f"caption generator returned {len(replies)} replies for {len(pending)} images")
         still = []
-        for i, reply in zip(pending, replies):
+        for i, reply in zip(pending, replies, strict=True):
             text = clean_caption(reply, first_line_only=first_line)
             reason = degenerate_reason(text, quality)
             if reason is None:
@@ -123,7 +124,7 @@ def make_batch_fn(config: RecaptionConfig, generate: Callable[[], ImageGenerateF
             got, fails = generate_with_retries([images[j] for j in with_long], config.short_prompt, generate(), short_q,
                                                config.short_max_new_tokens, config.max_retries,
                                                config.retry_temperature, seed + 7, first_line=True)
-            for j, text, fail in zip(with_long, got, fails):
+            for j, text, fail in zip(with_long, got, fails, strict=True):
                 shorts[j], short_fail[j] = text, fail
         elif config.short_source == "input":
             for j in with_long:

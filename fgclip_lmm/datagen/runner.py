@@ -166,7 +166,8 @@ def _check_meta(parts: Path, step: str, settings: dict, items: Sequence[WorkItem
                                  "the input changed: use a new --out or pass --overwrite")
         changed = sorted(k for k in set(old["settings"]) | set(settings) if old["settings"].get(k) != settings.get(k))
         if changed:
-            raise InputError(f"{path}: settings {changed} differ from the earlier run's; use a new --out or --overwrite")
+            raise InputError(f"{path}: settings {changed} differ from the earlier run's; use a new --out or "
+                             "--overwrite")
         return
     atomic_write_json(path, meta, indent=2)
 
@@ -231,7 +232,7 @@ def run_step(step: str, items: Sequence[WorkItem], batch_fn: BatchFn, config: Ru
             outcomes = _run_batch(step, batch, batch_fn)
             lines = [json.dumps({"index": it.index, "f_path": it.f_path, "status": oc.status, "reason": oc.reason,
                                  "record": oc.record, "counts": oc.counts, "detail": oc.detail}, ensure_ascii=False)
-                     for it, oc in zip(batch, outcomes)]
+                     for it, oc in zip(batch, outcomes, strict=True)]
             handle.write("\n".join(lines) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -259,7 +260,7 @@ def _run_batch(step: str, batch: list[WorkItem], batch_fn: BatchFn) -> list[Outc
                 else next(results, None) for item in batch]
     if any(oc is None for oc in outcomes) or next(results, None) is not None:
         raise RuntimeError(f"{step}: a batch of {len(valid)} items did not give {len(valid)} outcomes")
-    for item, outcome in zip(batch, outcomes):
+    for item, outcome in zip(batch, outcomes, strict=True):
         for key, value in item.counts.items():
             outcome.counts[key] = outcome.counts.get(key, 0) + value
     return outcomes

@@ -85,7 +85,8 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
     for name, stage in (("clip", "stage1"), ("fgclip", "stage2")):
         # the baseline continues stage 1 on FineHARD data so both see the same images and captions
         stages.append(Stage(f"encoder_{name}", lambda name=name, stage=stage: runner.cli(f"encoder_{name}", clip_args(
-            cfg, world(), stage, str(paths.encoder["stage1"] / "hf"), paths.encoder[name], cfg.stage2_steps, "finehard")),
+            cfg, world(), stage, str(paths.encoder["stage1"] / "hf"), paths.encoder[name], cfg.stage2_steps,
+            "finehard")),
             [(paths.encoder[name] / "hf", verify_hf_dir)], cfg.fingerprint(*clip_keys, "stage2_steps")))
     for name in BENCH_ENCODERS:
         outputs = [(paths.bench[name] / key / f"{bench}.json", verify_json) for key, (bench, _) in BENCHES.items()]

@@ -68,7 +68,8 @@ def grouped_bars(path: Path, title: str, groups: list[str], values: dict[str, li
         ax.bar_label(bars, fmt="%.0f" if len(groups) * len(values) > 18 else "%.1f", fontsize=8)
     if chance is not None:
         ax.axhline(chance, color="black", lw=0.8, ls="--", label=f"chance ({chance:.1f})")
-    ax.set_xticks(x, groups, fontsize=9, rotation=30 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center")
+    ax.set_xticks(x, groups, fontsize=9, rotation=30 if len(groups) > 6 else 0,
+                  ha="right" if len(groups) > 6 else "center")
     ax.set_ylabel(ylabel, fontsize=10)
     ax.set_title(title, fontsize=11)
     ax.margins(y=0.12)
@@ -113,7 +114,7 @@ def loss_curves(path: Path, runs: dict[str, dict[str, tuple[list[int], list[floa
     cols = min(3, max(1, len(terms)))
     rows = max(1, math.ceil(len(terms) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(MAX_WIDTH_IN, 2.9 * rows + 0.5), squeeze=False)
-    panels = dict(zip(terms, axes.flat))
+    panels = dict(zip(terms, axes.flat, strict=False))
     for line in lines:
         panels[line.term].plot(line.steps, line.values, color=line.colour, lw=1.4,
                                marker="o" if len(line.steps) < 8 else None, ms=3.5, label=line.run)

@@ -130,7 +130,8 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
         vals = {n: [nums.get(paths.bench[n] / key / "fgovd.json", "results", d, "top1") for d in FGOVD_SPLITS]
                 for n in BENCH_ENCODERS}
         b.table(["split", *FGOVD_SPLITS], [[f"{n} ({subset})", *map(fmt, v)] for n, v in vals.items()])
-        deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c, f in zip(FGOVD_SPLITS, vals["clip"], vals["fgclip"])]
+        deltas += [(f"FG-OVD {subset} {d}", c, f) for d, c,
+                   f in zip(FGOVD_SPLITS, vals["clip"], vals["fgclip"], strict=True)]
         b.img(plots.grouped_bars(out / f"fgovd_{subset}.png", f"FG-OVD-style top-1 ({subset})", list(FGOVD_SPLITS),
                                  vals, "top-1 %", chance=100 / 11, labels=labels), f"FG-OVD {subset}")
 
@@ -200,7 +201,7 @@ def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list, label
         mean_f1 = nums.get(path, *base, "mean_f1", scale=100)
         rows.append([n, *map(fmt, f1s[n]), fmt(mean_f1), *map(fmt, yes[n]), *map(fmt, unparsed),
                      *(fmt(a, 3) for a in auroc)])
-    deltas += [(f"POPE {s} F1", c, f) for s, c, f in zip(POPE_SPLITS, f1s["clip"], f1s["fgclip"])]
+    deltas += [(f"POPE {s} F1", c, f) for s, c, f in zip(POPE_SPLITS, f1s["clip"], f1s["fgclip"], strict=True)]
     header = ["LMM", *(f"F1 {s}" for s in POPE_SPLITS), "mean F1", *(f"yes% {s}" for s in POPE_SPLITS),
               *(f"unparsed% {s}" for s in POPE_SPLITS), *(f"AUROC {s}" for s in POPE_SPLITS)]
     b.table(header, rows)
@@ -221,10 +222,12 @@ def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list, label
         plus = [nums.get(path, "report", "pairs", f"fgclip_attr_{a}", a, "acc_plus", scale=100) for a in ATTRIBUTES]
         auroc = [nums.get(path, "report", "pairs", f"fgclip_attr_{a}", a, "auroc_p_yes") for a in ATTRIBUTES]
         rows.append([n, *map(fmt, acc[n]), *map(fmt, plus), *(fmt(x, 3) for x in auroc)])
-    deltas += [(f"attribute {a} accuracy", c, f) for a, c, f in zip(ATTRIBUTES, acc["clip"], acc["fgclip"])]
+    deltas += [(f"attribute {a} accuracy", c, f) for a, c,
+               f in zip(ATTRIBUTES, acc["clip"], acc["fgclip"], strict=True)]
     b.table(["LMM", *(f"acc {a}" for a in ATTRIBUTES), *(f"acc+ {a}" for a in ATTRIBUTES),
              *(f"AUROC {a}" for a in ATTRIBUTES)], rows)
-    chance = [a for a, c, f in zip(ATTRIBUTES, acc["clip"], acc["fgclip"]) if abs(c - 50) <= 2 and abs(f - 50) <= 2]
+    chance = [a for a, c,
+              f in zip(ATTRIBUTES, acc["clip"], acc["fgclip"], strict=True) if abs(c - 50) <= 2 and abs(f - 50) <= 2]
     learned = [a for a in ATTRIBUTES if a not in chance]
     if chance:
         b.p(f"Both LMMs are at chance (50 +/- 2%) on: {', '.join(chance)}"

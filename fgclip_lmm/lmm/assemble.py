@@ -114,7 +114,8 @@ def add_lmm_tokens(tokenizer: Any, image_token: str, pad_token: str) -> list[int
     """Add `image_token` (special, unnormalised) and, if there is no pad token, `pad_token`; return the new ids."""
     before = len(tokenizer)
     if image_token not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(image_token, special=True, normalized=False)]})
+        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(image_token, special=True,
+                                                                               normalized=False)]})
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": AddedToken(pad_token, special=True, normalized=False)})
     return list(range(before, len(tokenizer)))
@@ -245,7 +246,8 @@ def read_meta(path: str | Path) -> dict:
     """The assembly record of an assembled or exported LMM directory."""
     file = Path(path, META_FILE)
     if not file.is_file():
-        raise FileNotFoundError(f"{str(path)!r} has no {META_FILE}: not a directory written by fgclip-lmm assemble/export")
+        raise FileNotFoundError(f"{str(path)!r} has no {META_FILE}: not a directory written by fgclip-lmm "
+                                "assemble/export")
     return json.loads(file.read_text())
 
 

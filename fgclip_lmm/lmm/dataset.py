@@ -24,9 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from fgclip_lmm.data.bad_records import SharedCounts
-from fgclip_lmm.errors import FGClipError
 from fgclip_lmm.data.images import load_rgb
 from fgclip_lmm.data.llava_json import LlavaJsonDataset
+from fgclip_lmm.errors import FGClipError
 
 from .encode import IGNORE_INDEX, SAMPLE_ERROR_REASONS, SampleError, encode_sample
 from .templates import Template, get_template
@@ -80,7 +80,9 @@ def estimated_length(conversations: list[dict], has_image: bool, tokens_per_imag
 class LmmSupervisedDataset(Dataset):
     """`reader[i]` -> `{input_ids, labels, pixel_values (k,3,H,W), image_mask (k,), id}` with k >= 1."""
 
-    def __init__(self, reader: LlavaJsonDataset, processor: Any, template: str | Template, model_max_length: int) -> None:
+    def __init__(
+        self, reader: LlavaJsonDataset, processor: Any, template: str | Template, model_max_length: int
+    ) -> None:
         self.reader = reader
         self.processor = processor
         self.template = get_template(template)
@@ -109,12 +111,13 @@ class LmmSupervisedDataset(Dataset):
 
     @property
     def lengths(self) -> list[int]:
-        return [estimated_length(r.conversations, r.image_path is not None, self.tokens_per_image) for r in self.reader.records]
+        return [estimated_length(r.conversations, r.image_path is not None,
+                                 self.tokens_per_image) for r in self.reader.records]
 
     @property
     def modality_lengths(self) -> list[int]:
         """Positive for image samples, negative for text-only ones (LLaVA's `group_by_modality_length` input)."""
-        return [n if r.image_path is not None else -n for n, r in zip(self.lengths, self.reader.records)]
+        return [n if r.image_path is not None else -n for n, r in zip(self.lengths, self.reader.records, strict=True)]
 
     def __getitem__(self, index: int) -> dict:
         n = len(self)
@@ -139,7 +142,8 @@ class LmmSupervisedDataset(Dataset):
 
     def _encode(self, raw: dict) -> tuple[dict, bool]:
         pixels = raw["pixel_values"]
-        sample = {"id": raw["id"], "conversations": raw["conversations"], "image": "image" if raw["has_image"] else None}
+        sample = {"id": raw["id"], "conversations": raw["conversations"],
+                  "image": "image" if raw["has_image"] else None}
         enc = encode_sample(sample, self.processor.tokenizer, self.template, self.tokens_per_image,
                             self.model_max_length, image_token=self.image_token)
         if enc.num_images:

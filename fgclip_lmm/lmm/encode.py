@@ -89,7 +89,7 @@ def encode_sample(
             "the tokenizer must hold it as one special token (assemble adds it)",
         )
     labels = []
-    for tok, (start, end) in zip(ids, offsets):
+    for tok, (start, end) in zip(ids, offsets, strict=True):
         learned = tok != image_id and any(start < s_end and end > s_start for s_start, s_end in spans)
         labels.append(tok if learned else IGNORE_INDEX)
     for s_start, s_end in spans:
@@ -104,7 +104,7 @@ def _expand_and_truncate(
     out_ids: list[int] = []
     out_labels: list[int] = []
     blocks: list[tuple[int, int]] = []
-    for tok, lab in zip(ids, labels):
+    for tok, lab in zip(ids, labels, strict=True):
         if tok == image_id:
             blocks.append((len(out_ids), len(out_ids) + n_per_image))
             out_ids.extend([image_id] * n_per_image)

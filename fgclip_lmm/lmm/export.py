@@ -100,4 +100,5 @@ def save_projector(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["META_FILE", "NON_LORA_FILE", "merge_peft", "non_lora_trainables", "save_full", "save_lora", "save_projector"]
+__all__ = ["META_FILE", "NON_LORA_FILE", "merge_peft", "non_lora_trainables", "save_full", "save_lora",
+           "save_projector"]

@@ -44,7 +44,8 @@ def lmm_forward(
         if image_mask is None:
             image_mask = torch.ones(pixel_values.shape[0], dtype=torch.bool, device=pixel_values.device)
         if image_mask.shape != (pixel_values.shape[0],):
-            raise ValueError(f"image_mask shape {tuple(image_mask.shape)} does not match {pixel_values.shape[0]} images")
+            raise ValueError(f"image_mask shape {tuple(image_mask.shape)} does not match {pixel_values.shape[0]} "
+                             "images")
         tower_dtype = next(llava.model.vision_tower.parameters()).dtype
         outputs = llava_image_features(llava, pixel_values.to(tower_dtype), return_dict=True)
         features = torch.stack(list(outputs.pooler_output)).to(inputs_embeds.dtype)

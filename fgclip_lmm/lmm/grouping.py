@@ -111,7 +111,8 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def state_dict(self, consumed: int | None = None) -> dict:
         """`consumed`: micro-batches the model has actually trained on this epoch (a DataLoader reads ahead)."""
-        return {"epoch": self.epoch, "position": self.position if consumed is None else int(consumed), "seed": self.seed}
+        return {"epoch": self.epoch, "position": self.position if consumed is None else int(consumed),
+                "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("seed", self.seed) != self.seed:

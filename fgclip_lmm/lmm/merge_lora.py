@@ -45,7 +45,8 @@ def merge_lora(base: str | Path, adapter: str | Path, out: str | Path, dtype: st
         raise InputError(f"dtype={dtype!r}; known: auto, {', '.join(DTYPES)}")
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: not a LoRA directory written by save_lora")
+        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: not a LoRA directory written by "
+                                "save_lora")
     with checkpoint_errors(base):
         model = LlavaForConditionalGeneration.from_pretrained(str(base), dtype=torch.float32)
         target_dtype = DTYPES[dtype] if dtype != "auto" else AutoConfig.from_pretrained(str(base)).dtype

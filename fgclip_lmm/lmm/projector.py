@@ -63,7 +63,8 @@ class IdentityProjector(nn.Module):
         super().__init__()
         if vision_hidden != text_hidden:
             raise ValueError(
-                f"identity projector needs equal sizes: tower hidden_size {vision_hidden} != LLM hidden_size {text_hidden}"
+                "identity projector needs equal sizes: "
+                f"tower hidden_size {vision_hidden} != LLM hidden_size {text_hidden}"
             )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,8 @@ class HFProjector:
 
 
 def _identity_linear(size: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"weight": torch.eye(size, dtype=like.dtype, device=like.device), "bias": torch.zeros(size, dtype=like.dtype, device=like.device)}
+    return {"weight": torch.eye(size, dtype=like.dtype, device=like.device),
+            "bias": torch.zeros(size, dtype=like.dtype, device=like.device)}
 
 
 def to_hf_projector(projector: nn.Module, vision_hidden: int, text_hidden: int) -> HFProjector:
@@ -109,7 +111,8 @@ def to_hf_projector(projector: nn.Module, vision_hidden: int, text_hidden: int) 
         raise TypeError(f"cannot export projector of class {type(projector).__name__}")
     if projector.depth > 2:
         raise ValueError(
-            f"mlp{projector.depth}x_gelu has {projector.depth} linear layers (linear_1..linear_{projector.depth}); a stock "
+            f"mlp{projector.depth}x_gelu has {projector.depth} linear layers "
+            f"(linear_1..linear_{projector.depth}); a stock "
             "HF LlavaMultiModalProjector holds exactly two (linear_1, act, linear_2), so it cannot be exported to a "
             "stock LLaVA checkpoint; use mlp2x_gelu, linear or identity"
         )
@@ -167,7 +170,8 @@ def check_projector_sizes(state: dict[str, torch.Tensor], vision_hidden: int, te
     out_dim, in_dim = state["linear_1.weight"].shape
     if in_dim != vision_hidden:
         raise ValueError(
-            f"projector from {source} expects vision hidden size {in_dim} (linear_1.weight {tuple(state['linear_1.weight'].shape)}) "
+            f"projector from {source} expects vision hidden size {in_dim} "
+            f"(linear_1.weight {tuple(state['linear_1.weight'].shape)}) "
             f"but the tower has hidden_size {vision_hidden}; a new tower needs a new projector (retrain stage 1)"
         )
     last = max(int(k.split(".")[0].split("_")[1]) for k in state if k.startswith("linear_"))
@@ -186,7 +190,8 @@ def load_projector(name: str, path: str | Path, vision_hidden: int, text_hidden:
     expected = set(projector.state_dict())
     if set(state) != expected:
         raise ValueError(
-            f"projector weights {str(path)!r} do not fit type {name!r}: expected keys {sorted(expected)}, got {sorted(state)}"
+            f"projector weights {str(path)!r} do not fit type {name!r}: "
+            f"expected keys {sorted(expected)}, got {sorted(state)}"
         )
     projector.load_state_dict(state, strict=True)
     return projector

@@ -11,7 +11,8 @@ for any other vocabulary.
 |-------------|---------------------------------------------------------------------------------------------|
 | `plain`     | `<image>…<image>{caption}\\n` (LLaVA stage 1: the human text is dropped, only image tokens kept) |
 | `vicuna_v1` | `{system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>`           |
-| `qwen2`     | ChatML: `<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>\\n` |
+| `qwen2`     | ChatML: `<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{q}<|im_end|>\\n` then    |
+|             | `<|im_start|>assistant\\n{a}<|im_end|>\\n`                                                   |
 
 No template emits a BOS: tokenizers add it themselves (`add_special_tokens=True`), which is also what
 `processor(text=prompt)` does at inference after `apply_chat_template(..., tokenize=False)`.
@@ -46,7 +47,11 @@ class Template:
     user_text: bool = True  # False for `plain`: a user turn renders only its image tokens
 
     def render(
-        self, turns: list[tuple[str, str]], eos_token: str, system: str | None = None, add_generation_prompt: bool = False
+        self,
+        turns: list[tuple[str, str]],
+        eos_token: str,
+        system: str | None = None,
+        add_generation_prompt: bool = False,
     ) -> tuple[str, list[tuple[int, int]]]:
         """Render `[(role, text), ...]` (roles `user` / `assistant`) -> (text, learned character spans)."""
         system_text = self.system if system is None else system
@@ -86,12 +91,15 @@ class Template:
         image_item = lit(IMAGE_TOKEN + "\n") if self.user_text else lit(IMAGE_TOKEN)
         text_items = "{{ content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') }}"
         stop_before, _, stop_after = self.stop.partition("{eos}")
-        stop_expr = f"{{{{ {lit(stop_before)} }}}}" + ("{{ eos_token }}" if "{eos}" in self.stop else "") + f"{{{{ {lit(stop_after)} }}}}"
+        eos_expr = "{{ eos_token }}" if "{eos}" in self.stop else ""
+        stop_expr = f"{{{{ {lit(stop_before)} }}}}" + eos_expr + f"{{{{ {lit(stop_after)} }}}}"
         system_block = fmt(self.system_format, "system", "system_text")
+        # `plain` renders a string user turn as its image tokens only: one per `<image>` in the text.
+        image_count_expr = f"{{{{ {lit(IMAGE_TOKEN)} * (content.split({lit(IMAGE_TOKEN)}) | length - 1) }}}}"
         return (
             "{%- macro render_user(content) -%}"
             "{%- if content is string -%}"
-            + ("{{ content }}" if self.user_text else f"{{{{ {lit(IMAGE_TOKEN)} * (content.split({lit(IMAGE_TOKEN)}) | length - 1) }}}}")
+            + ("{{ content }}" if self.user_text else image_count_expr)
             + "{%- else -%}"
             "{%- for item in content if item['type'] == 'image' -%}{{ " + image_item + " }}{%- endfor -%}"
             + (text_items if self.user_text else "")

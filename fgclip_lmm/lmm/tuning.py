@@ -74,7 +74,8 @@ def lora_target_regex(model: nn.Module, llm: bool = True, tower: bool = False) -
         if not wanted:
             continue
         prefix = COMPONENT_PREFIXES[key]
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n.startswith(prefix) and isinstance(m, nn.Linear)})
+        leaves = sorted({n.rsplit(".", 1)[-1] for n,
+                         m in model.named_modules() if n.startswith(prefix) and isinstance(m, nn.Linear)})
         if not leaves:
             raise ValueError(f"no nn.Linear under {prefix!r} to put LoRA adapters on")
         alternatives.append(f"{re.escape(prefix)}(?:.*\\.)?(?:{'|'.join(map(re.escape, leaves))})")

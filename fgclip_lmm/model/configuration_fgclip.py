@@ -9,7 +9,6 @@ from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 
-
 @strict
 class FGCLIPConfig(CLIPConfig):
     r"""
@@ -49,11 +48,12 @@ class FGCLIPConfig(CLIPConfig):
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(text, name)
             if not isinstance(value, int) or not 0 <= value < text.vocab_size:
-                raise ValueError(f"text_config.{name}={value!r} must be an id inside the vocabulary ({text.vocab_size})")
+                raise ValueError(f"text_config.{name}={value!r} must be an id inside the vocabulary "
+                                 f"({text.vocab_size})")
 
     @classmethod
     def tiny(cls, vocab_size: int = 512, image_size: int = 32, patch_size: int = 8, width: int = 32,
-             layers: int = 2, projection_dim: int = 16, **overrides) -> "FGCLIPConfig":
+             layers: int = 2, projection_dim: int = 16, **overrides) -> FGCLIPConfig:
         """A laptop-sized preset (default 2 layers, width 32) with the real 77/248 text lengths."""
         heads = max(1, width // 32)
         tower = dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,

@@ -1,10 +1,10 @@
 """`FGCLIP2Config`: a `Siglip2Config` plus every number the official FG-CLIP 2 code hard-codes.
 
-One source of truth (docs/fgclip2.md, "Model"): the 64 -> 196 text stretch (`keep_len`, `position_stretch`, `longtext_len`), the
-stage-2 loss weights (long + short + 0.2 region + 0.1 TIC + 0.5 (0.6 itc + 3 pair + 0.4 cmr)), the TIC top-k and
-near-duplicate cut, the CMR threshold clamp, negatives per box and the fine-grained temperature the official trainer
-starts from. The official config keeps `longtext_len` / `keep_len` inside `text_config`; ours keeps them at the top
-level (typed), and `loading_fgclip2` maps one onto the other.
+One source of truth (docs/fgclip2.md, "Model"): the 64 -> 196 text stretch (`keep_len`, `position_stretch`,
+`longtext_len`), the stage-2 loss weights (long + short + 0.2 region + 0.1 TIC + 0.5 (0.6 itc + 3 pair + 0.4 cmr)),
+the TIC top-k and near-duplicate cut, the CMR threshold clamp, negatives per box and the fine-grained temperature
+the official trainer starts from. The official config keeps `longtext_len` / `keep_len` inside `text_config`; ours
+keeps them at the top level (typed), and `loading_fgclip2` maps one onto the other.
 """
 from __future__ import annotations
 

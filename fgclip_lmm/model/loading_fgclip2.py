@@ -34,7 +34,8 @@ def fgclip2_kind(config: dict) -> str:
     if model_type == "siglip2":
         return "siglip2"
     if model_type == "siglip":
-        raise CheckpointError("config.json model_type='siglip' is a fixed-resolution SigLIP checkpoint; FG-CLIP 2 starts "
+        raise CheckpointError("config.json model_type='siglip' is a fixed-resolution SigLIP checkpoint; FG-CLIP 2 "
+                              "starts "
                          "from a SigLIP 2 NaFlex checkpoint (model_type 'siglip2', e.g. "
                          "google/siglip2-base-patch16-naflex)")
     raise CheckpointError(f"config.json model_type={model_type!r}: expected 'fgclip2' (ours or official FG-CLIP 2) or "

@@ -72,7 +72,7 @@ def length_buckets(first_eos: torch.Tensor, width: int, multiple: int, max_bucke
     index = torch.searchsorted(chosen, needed)  # the narrowest chosen width >= each row's own
     order = torch.argsort(index, stable=True)
     sizes = torch.bincount(index, minlength=len(widths)).tolist()
-    return [(w, rows) for w, rows in zip(widths, order.split(sizes)) if rows.numel()]
+    return [(w, rows) for w, rows in zip(widths, order.split(sizes), strict=True) if rows.numel()]
 
 
 class FGCLIPTextEmbeddings(CLIPTextEmbeddings):
@@ -199,7 +199,7 @@ class FGCLIPModel(CLIPPreTrainedModel):
         embedded = embeddings(input_ids[order], walk_short_pos=walk_short_pos)
         pieces = embedded.split([rows.numel() for _, rows in buckets])
         parts = [self._encode_embedded(piece[:, :width], first_eos[rows])
-                 for (width, rows), piece in zip(buckets, pieces)]
+                 for (width, rows), piece in zip(buckets, pieces, strict=True)]
         return torch.cat(parts)[torch.argsort(order)]
 
     def _encode_embedded(self, hidden: torch.Tensor, first_eos: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ def wire_reply(model, prompt_last_id: int, reply_ids: list[int], eos_id: int) ->
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
         head.weight.zero_()
-        for dim, (token, following) in enumerate(zip(chain, [*reply_ids, eos_id])):
+        for dim, (token, following) in enumerate(zip(chain, [*reply_ids, eos_id], strict=True)):
             text_model.embed_tokens.weight[token].zero_()
             text_model.embed_tokens.weight[token, dim] = 1.0
             head.weight[following, dim] = 10.0

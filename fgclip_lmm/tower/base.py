@@ -160,7 +160,8 @@ class VisionTower(nn.Module, abc.ABC):
         patches = (size // int(model.config.patch_size)) ** 2
         param = next(model.parameters())
         with torch.no_grad():
-            out = model(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device), output_hidden_states=True)
+            out = model(torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device),
+                        output_hidden_states=True)
         extra = out.hidden_states[-1].shape[1] - patches
         if extra not in (0, 1):
             raise ValueError(
@@ -185,7 +186,8 @@ class VisionTower(nn.Module, abc.ABC):
         if self._has_cls is None:
             self._has_cls = self._infer_has_cls(model)
         if self.cfg.select == "cls_patch" and not self._has_cls:
-            raise ValueError(f"select='cls_patch' needs a CLS token, but tower {self.cfg.type}:{self.cfg.path} has none")
+            raise ValueError(f"select='cls_patch' needs a CLS token, but tower {self.cfg.type}:{self.cfg.path} "
+                             "has none")
         self.is_loaded = True
         self._apply_tuning()
 
@@ -234,7 +236,8 @@ class VisionTower(nn.Module, abc.ABC):
     @property
     def has_cls(self) -> bool:
         if self._has_cls is None:
-            raise RuntimeError(f"has_cls of hf tower {self.cfg.path!r} is known after load_model() or via TowerConfig.has_cls")
+            raise RuntimeError(f"has_cls of hf tower {self.cfg.path!r} is known after load_model() or via "
+                               "TowerConfig.has_cls")
         return self._has_cls
 
     @property
@@ -283,7 +286,8 @@ class VisionTower(nn.Module, abc.ABC):
     # ----- tuning ---------------------------------------------------------------------------------------------
     def lora_target_names(self) -> list[str]:
         """Leaf names of the linears that get LoRA adapters (attention + MLP, never a head)."""
-        leaves = {name.rsplit(".", 1)[-1] for name, mod in self.vision_tower.named_modules() if isinstance(mod, nn.Linear)}
+        leaves = {name.rsplit(".", 1)[-1] for name,
+                  mod in self.vision_tower.named_modules() if isinstance(mod, nn.Linear)}
         known = [n for n in TOWER_LORA_TARGETS if n in leaves]
         return known or sorted(leaves)
 
@@ -320,7 +324,8 @@ class VisionTower(nn.Module, abc.ABC):
     def _resolve_family_cls(self, requested: bool | None) -> bool | None:
         family = self.family_has_cls
         if family is not None and requested is not None and requested != family:
-            raise ValueError(f"TowerConfig.has_cls={requested} contradicts tower type {self.type_name!r} (has_cls={family})")
+            raise ValueError(f"TowerConfig.has_cls={requested} contradicts tower type {self.type_name!r} "
+                             f"(has_cls={family})")
         return family if family is not None else requested
 
     def _check_feature_layer(self, config: Any) -> None:

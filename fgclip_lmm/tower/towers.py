@@ -6,9 +6,9 @@ transformers class, so the tower drops into `LlavaForConditionalGeneration` with
 
 | type     | wrapped model                                              | CLS | default processor          |
 |----------|------------------------------------------------------------|-----|----------------------------|
-| `fgclip` | `CLIPVisionModel` via `fgclip_lmm.model.load_clip_vision_model` (ours, official FG-CLIP, OpenAI CLIP) | yes | CLIP resize+crop |
+| `fgclip` | `CLIPVisionModel` from `load_clip_vision_model` (ours, official, OpenAI CLIP) | yes | CLIP resize+crop |
 | `clip`   | `CLIPVisionModel.from_pretrained` (a vision-only or full `CLIPModel` checkpoint) | yes | CLIP resize+crop |
-| `fgclip2` | FG-CLIP 2's NaFlex tower as a fixed-grid `SiglipVisionModel` (model/fixed_grid.py) | no | SigLIP squash (bilinear) |
+| `fgclip2` | FG-CLIP 2's NaFlex tower as a fixed-grid `SiglipVisionModel` (`fixed_grid.py`) | no | SigLIP squash |
 | `siglip` | `SiglipVisionModel.from_pretrained`                        | no  | SigLIP squash, mean/std 0.5 |
 | `hf`     | `AutoModel.from_pretrained` of a vision-only checkpoint    | inferred (0 or 1 extra token) | its own |
 

@@ -36,7 +36,8 @@ def hard_negative_accuracy(model, tokenizer, data_path: str, image_root: str | N
         dense = model.get_image_dense_features(batch["pixel_values"].to(device, dtype))
         region = roi_features(dense, packed_rois(batch["boxes"].to(device), batch["box_counts"].to(device)))
         region = torch.nn.functional.normalize(region[batch["hard_box_index"].to(device)].float(), dim=-1)
-        text = torch.nn.functional.normalize(model.get_text_features(batch["hard_input_ids"].to(device)).float(), dim=-1)
+        text = torch.nn.functional.normalize(model.get_text_features(batch["hard_input_ids"].to(device)).float(),
+                                             dim=-1)
         # each box's group of 1 + k rows (positive first) is one FG-OVD row, scored like eval-clip scores it
         rows = torch.arange(text.shape[0], device=device).view(region.shape[0], -1)
         hits, _ = fgovd_scores(region, text, rows)

@@ -3,8 +3,9 @@
 Order matters to the user: `--help`, config errors and output-dir problems are answered with the standard library
 and PyYAML alone (well under 2 s); torch, transformers and DeepSpeed load only once the config is valid and the
 output dir is ours (`rundir.RunLock`). A known user error (config, output dir, bad record, no usable data) prints
-one line `fgclip-lmm train-clip: error: ...` (every command's format, `errors.format_error`) and exits 2;
-`--debug` or FGCLIP_DEBUG=1 adds the traceback. The machine-read markers FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM print only under FGCLIP_TEST_MARKERS=1.
+one line `fgclip-lmm train-clip: error: ...` (every command's format, `errors.format_error`) and exits 2; `--debug`
+or FGCLIP_DEBUG=1 adds the traceback. The machine-read markers FGCLIP_TRAIN_DONE / FGCLIP_PARAM_CHECKSUM print only
+under FGCLIP_TEST_MARKERS=1.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Evaluation sets of the synthetic world, in the formats the real benchmarks use.
 
-* POPE (lmms-eval parquet): test images with >= 3 objects, per image 3 present "colour shape" categories ("Is there a red circle in the
-  image?" -> "yes") and as many absent ones ("no"), sampled as POPE defines them: `random` (any absent
-  category), `popular` (the most frequent training categories that are absent), `adversarial` (the absent
+* POPE (lmms-eval parquet): test images with >= 3 objects, per image 3 present "colour shape" categories ("Is there
+  a red circle in the image?" -> "yes") and as many absent ones ("no"), sampled as POPE defines them: `random` (any
+  absent category), `popular` (the most frequent training categories that are absent), `adversarial` (the absent
   categories that co-occur most often in training images with the present ones).
 * MME (lmms-eval parquet): Yes/No pairs sharing a `question_id` per image and category
   (existence, count, position, color, shape, size); categories interleaved in file order.

@@ -25,8 +25,8 @@ Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/m
   - `tokenizers`: {clip: HF dir, llm: HF dir}
 * `counts`: {splits: {split: {images, objects}}, benchmarks: {pope: {split: rows}, mme_rows, fgovd: {split:
   {level: rows}}, llava: {align, instruct, instruct_val}, retrieval_images}}.
-* `stats`: objects_per_image {n: images}, mean_objects_per_image, attribute_balance {attribute: {value: objects}}, negatives_per_box
-  {n: boxes}, heldout_objects, token_lengths {field: max CLIP tokens}.
+* `stats`: objects_per_image {n: images}, mean_objects_per_image, attribute_balance {attribute: {value: objects}},
+  negatives_per_box {n: boxes}, heldout_objects, token_lengths {field: max CLIP tokens}.
 
 Every output is a pure function of (seed, num images, size): the same arguments give byte-identical files.
 """
@@ -172,7 +172,10 @@ def generate(config: SynthConfig) -> dict:
         "instruct_val": write_json(root, "llava/instruct_val.json", instruct_val),
     }
     test = by_split["test"]
-    image_bytes = lambda scene: (root / scene.image_path()).read_bytes()
+
+    def image_bytes(scene) -> bytes:
+        return (root / scene.image_path()).read_bytes()
+
     # POPE uses images with at least 3 objects (3 "yes" + 3 "no" each); tiny worlds fall back to any image.
     pope_scenes = [s for s in test if len(s.objects) >= 3] or test
     pope = bench.pope_rows(pope_scenes[: config.pope_images], by_split["train"], config.seed, image_bytes)

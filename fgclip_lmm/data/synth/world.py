@@ -151,7 +151,7 @@ def sample_scene(index: int, split: str, seed: int) -> Scene:
         held = sorted(HELDOUT_COMBINATIONS)
         picks[int(rng.integers(n))] = held[int(rng.integers(len(held)))]
     objects = []
-    for cell, (colour, shape) in zip(cells, picks):
+    for cell, (colour, shape) in zip(cells, picks, strict=True):
         size = tuple(SIZES)[int(rng.integers(len(SIZES)))]
         pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
         side = SIZES[size]

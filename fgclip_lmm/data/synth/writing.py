@@ -2,7 +2,8 @@
 
 JSON keeps insertion order and `ensure_ascii=False`; parquet goes through `datasets` with the schema of
 `fgclip_lmm.eval.lmm.task_files` (HF `Image` feature for the image column, so lmms-eval decodes it to PIL) and no
-timestamps, so the same rows give the same bytes. Each writer returns the path relative to the world root, for the manifest.
+timestamps, so the same rows give the same bytes. Each writer returns the path relative to the world root, for the
+manifest.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def write_jsonl(root: Path, relative: str, rows: list[dict]) -> str:
 
 def write_parquet(root: Path, relative: str, rows: list[dict], kind: str) -> str:
     """A yes/no question parquet in the one schema of `fgclip_lmm.eval.lmm.task_files` (`pope` or `mme`)."""
-    from fgclip_lmm.eval.lmm.task_files import PARQUET_FEATURES, write_parquet as write_task_parquet
+    from fgclip_lmm.eval.lmm.task_files import PARQUET_FEATURES
+    from fgclip_lmm.eval.lmm.task_files import write_parquet as write_task_parquet
 
     write_task_parquet(rows, PARQUET_FEATURES[kind], _target(root, relative))
     return relative

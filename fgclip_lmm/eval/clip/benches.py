@@ -22,8 +22,8 @@ from fgclip_lmm.data.bad_records import BadRecordPolicy
 
 from .encode import ClipEncoder, check_images_exist, unique
 from .formats import BoxClsData, FGOVDData, RetrievalData, ZeroShotData
-from .templates import TemplateSet
 from .metrics import FGOVD_SCALE, class_embeddings, fgovd_scores, recall_at, retrieval_ranks, topk_accuracy, topk_ranks
+from .templates import TemplateSet
 
 RECALL_KS = (1, 5, 10)
 TOPK = (1, 5)
@@ -47,7 +47,7 @@ def prepare_images(paths, records, policy: BadRecordPolicy) -> torch.Tensor:
 
 def _image_records(box_image: list[int], records: list[str], n_images: int) -> list[str]:
     first: dict[int, str] = {}
-    for image, record in zip(box_image, records):
+    for image, record in zip(box_image, records, strict=True):
         first.setdefault(image, record)
     return [first[i] for i in range(n_images)]
 
@@ -68,7 +68,7 @@ def classifier(encoder: ClipEncoder, classnames: list[str], templates: TemplateS
 def run_fgovd(encoder: ClipEncoder, data: FGOVDData, image_ok: torch.Tensor) -> BenchResult:
     n_neg = torch.tensor([len(n) for n in data.negatives], dtype=torch.long)
     width = 1 + int(n_neg.max())
-    texts = [t for pos, negs in zip(data.positives, data.negatives) for t in (pos, *negs)]
+    texts = [t for pos, negs in zip(data.positives, data.negatives, strict=True) for t in (pos, *negs)]
     distinct, inverse = unique(texts)
     text_feats = encoder.text_features(distinct, long=False, field_name="fgovd_expression", region=True)
     # Scatter each row's flattened [pos, negs...] ids into a (K, width) table padded with -1.
@@ -99,7 +99,7 @@ def run_fgovd(encoder: ClipEncoder, data: FGOVDData, image_ok: torch.Tensor) -> 
                         "top1": sum(scored) / len(scored), "mean_p_pos": float(prob.sum()) / max(int(n.sum()), 1),
                         "mean_negatives": float(negs.sum()) / max(int(n.sum()), 1)}
     info = {"text_path": "short", "text_max_length": encoder.model.config.short_max_len, "score": "softmax(100*cos)",
-            "splits": dict(zip(data.splits, map(str, data.sources)))}
+            "splits": dict(zip(data.splits, map(str, data.sources), strict=True))}
     return BenchResult("fgovd", rows, ["n", "skipped", "top1", "mean_p_pos", "mean_negatives"], info)
 
 
@@ -136,11 +136,14 @@ def run_retrieval(encoder: ClipEncoder, data: RetrievalData, image_ok: torch.Ten
     info = {"format": data.format, "text_path": "long" if long else "short", "walk_short_pos": not long,
             "text_max_length": cfg.long_max_len if long else cfg.short_max_len,
             "images_read": len(data.images), "images_skipped": len(data.images) - int(ok.sum()),
-            "captions_read": len(data.texts), "captions_per_image_max": int(torch.bincount(t2i).max()) if len(t2i) else 0}
+            "captions_read": len(data.texts),
+            "captions_per_image_max": int(torch.bincount(t2i).max()) if len(t2i) else 0}
     return BenchResult("retrieval", rows, ["n", *(f"R@{k}" for k in RECALL_KS)], info)
 
 
-def run_zeroshot(encoder: ClipEncoder, data: ZeroShotData, image_ok: torch.Tensor, templates: TemplateSet) -> BenchResult:
+def run_zeroshot(
+    encoder: ClipEncoder, data: ZeroShotData, image_ok: torch.Tensor, templates: TemplateSet
+) -> BenchResult:
     weights = classifier(encoder, data.classnames, templates, region=False)
     image_feats, ok = encoder.image_features(data.images, [str(p) for p in data.images], image_ok)
     labels = torch.tensor(data.labels, dtype=torch.long)[ok]

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint directory or hub id: FG-CLIP (ours, official, OpenAI "
                    "CLIP) or FG-CLIP 2 (ours, official qihoo360/fg-clip2-*, SigLIP 2 NaFlex)")
     p.add_argument("--bench", required=True, choices=BENCHES)
-    p.add_argument("--data", required=True, help="data file / directory in the bench's official format, or a synth root")
+    p.add_argument("--data", required=True,
+                   help="data file / directory in the bench's official format, or a synth root")
     p.add_argument("--out", default=None, help="output directory (default runs/eval-clip/<bench>)")
     p.add_argument("--batch-size", type=int, default=32, help="images per vision forward")
     p.add_argument("--text-batch-size", type=int, default=256, help="texts per text forward")
@@ -228,7 +229,8 @@ def to_markdown(result: BenchResult, meta: dict) -> str:
         lines.append(f"**Skipped {skipped['total']} bad records ({reasons}); metrics cover the rest only.**")
     truncated = {k: v for k, v in meta["texts"]["truncated"].items() if v}
     if truncated:
-        lines.append("Texts truncated to the path's token budget: " + ", ".join(f"{k} {v}" for k, v in truncated.items()))
+        lines.append("Texts truncated to the path's token budget: " + ", ".join(f"{k} {v}" for k,
+                                                                                v in truncated.items()))
     return "\n".join(lines) + "\n"
 
 

@@ -1,12 +1,11 @@
 """Batched feature extraction for the encoder benchmarks: checkpoint + tokenizer loading, texts, images, boxes.
 (FG-CLIP 2 checkpoints get `encode_fgclip2.FGClip2Encoder`, the official NaFlex protocol, through `make_encoder`.)
 
-- Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length
-  so batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted).
-  Short texts take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (docs/model.md, "Tokenisation and
-  pooling").
-  Inside a batch the model encodes each text in a length bucket of its own size (`FGCLIPModel.encode_text`), so
-  a batch of mixed lengths costs about its real tokens, not rows x the longest.
+- Texts are de-duplicated before encoding (FG-OVD negatives and prompt templates repeat a lot), sorted by length so
+  batches pad little, and tokenised by the data layer's `encode_texts` (explicit truncation, counted). Short texts
+  take the 77-token path (`walk_short_pos=True`), long texts the 248-token path (docs/model.md, "Tokenisation and
+  pooling"). Inside a batch the model encodes each text in a length bucket of its own size
+  (`FGCLIPModel.encode_text`), so a batch of mixed lengths costs about its real tokens, not rows x the longest.
 - Images are decoded by the data layer (`load_rgb`: EXIF, RGB) and squash-resized to S x S with CLIP mean/std
   (`ImagePreprocessor`; docs/model.md, "Image preprocessing: squash, never crop"), in a DataLoader. Box benchmarks
   run the vision tower once per image batch (`get_image_dense_features`) and pool every box of those images with
@@ -104,7 +103,8 @@ def load_checkpoint(model: str, tokenizer: str | None, settings: EncoderConfig):
         raise InputError(f"tokenizer {source} has eos id {tok.eos_token_id} but the model pools at "
                          f"text_config.eos_token_id={text_cfg.eos_token_id}: wrong tokenizer for this checkpoint")
     if len(tok) > text_cfg.vocab_size:
-        raise InputError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary {text_cfg.vocab_size}")
+        raise InputError(f"tokenizer {source} has {len(tok)} tokens, more than the model's vocabulary "
+                         f"{text_cfg.vocab_size}")
     return net.to(device=settings.device, dtype=settings.dtype).eval(), tok
 
 

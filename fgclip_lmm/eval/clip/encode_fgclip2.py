@@ -58,9 +58,9 @@ class FGClip2Encoder(ClipEncoder):
         width = max(item["pixel_values"].shape[0] for item in items)
         pad = [width - item["pixel_values"].shape[0] for item in items]
         return {"pixel_values": torch.stack([torch.nn.functional.pad(i["pixel_values"], (0, 0, 0, p))
-                                             for i, p in zip(items, pad)]),
+                                             for i, p in zip(items, pad, strict=True)]),
                 "pixel_attention_mask": torch.stack([torch.nn.functional.pad(i["pixel_attention_mask"], (0, p))
-                                                     for i, p in zip(items, pad)]),
+                                                     for i, p in zip(items, pad, strict=True)]),
                 "spatial_shapes": torch.stack([i["spatial_shapes"] for i in items])}
 
     def _to_device(self, batch: dict) -> dict[str, torch.Tensor]:

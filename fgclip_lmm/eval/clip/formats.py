@@ -156,7 +156,8 @@ def read_fgovd(files: Iterable[Path], image_root: Path | None, policy: BadRecord
             missing = [k for k in ("img_path", "bbox", "pos_expression", "neg_expression") if k not in row]
             if missing:
                 policy.reject(BadReason.MISSING_FIELD, *where, missing[0],
-                              f"not an FG-OVD row (needs img_path, bbox, pos_expression, neg_expression); has {sorted(row)[:8]}")
+                              "not an FG-OVD row (needs img_path, bbox, pos_expression, neg_expression); has "
+                              f"{sorted(row)[:8]}")
                 continue
             if not isinstance(row["img_path"], str) or not row["img_path"]:
                 policy.reject(BadReason.MISSING_FIELD, *where, "img_path", f"expected a path, got {row['img_path']!r}")
@@ -209,7 +210,8 @@ def _coco_images(path: Path, coco: dict, root: Path, policy: BadRecordPolicy) ->
     images = {}
     for index, image in enumerate(coco["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            policy.reject(BadReason.MISSING_FIELD, f"{path} images", index, "file_name", f"need id and file_name: {image!r}")
+            policy.reject(BadReason.MISSING_FIELD, f"{path} images", index, "file_name",
+                          f"need id and file_name: {image!r}")
             continue
         images[image["id"]] = (root / image["file_name"], _frame(image))
     return images

@@ -58,7 +58,9 @@ def _add(data: RetrievalData, image: Path, record: str, captions: list[str]) -> 
     data.texts += captions
 
 
-def read_sharegpt4v(path: Path, image_root: Path | None, policy: BadRecordPolicy, max_items: int | None) -> RetrievalData:
+def read_sharegpt4v(
+    path: Path, image_root: Path | None, policy: BadRecordPolicy, max_items: int | None
+) -> RetrievalData:
     items = _load_json(path, list, "ShareGPT4V captions")
     root = image_root if image_root is not None else path.parent
     data = RetrievalData([], [], [], [], "sharegpt4v", [path])
@@ -67,7 +69,8 @@ def read_sharegpt4v(path: Path, image_root: Path | None, policy: BadRecordPolicy
             policy.reject(BadReason.MISSING_FIELD, path, index, "image", "needs an 'image' path string")
             continue
         turns = item.get("conversations")
-        caption = turns[1].get("value") if isinstance(turns, list) and len(turns) > 1 and isinstance(turns[1], dict) else None
+        caption = turns[1].get("value") if isinstance(turns, list) and len(turns) > 1 and isinstance(turns[1],
+                                                                                                     dict) else None
         if not isinstance(caption, str) or not caption.strip():
             policy.reject(BadReason.EMPTY_CAPTION, path, index, "conversations[1].value", "missing or empty caption")
             continue
@@ -84,7 +87,7 @@ def read_dci(directory: Path, image_root: Path | None, policy: BadRecordPolicy, 
         photos = directory.parent / "photos"
         root = photos if photos.is_dir() else directory
     data = RetrievalData([], [], [], [], "dci", [directory])
-    for index, file in enumerate(files[:max_items] if max_items else files):
+    for file in files[:max_items] if max_items else files:
         try:
             item = json.loads(file.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -125,7 +128,8 @@ def read_coco_captions(path: Path, image_root: Path | None, policy: BadRecordPol
             continue
         own = captions.get(image["id"], [])[:captions_per_image]
         if not own:
-            policy.reject(BadReason.EMPTY_CAPTION, f"{path} images", index, "captions", f"image id {image['id']} has none")
+            policy.reject(BadReason.EMPTY_CAPTION, f"{path} images", index, "captions",
+                          f"image id {image['id']} has none")
             continue
         _add(data, root / image["file_name"], f"{path} images record {index}", own)
     return data
@@ -161,7 +165,7 @@ def _class_names(mapping: Path | None, dirs: list[str]) -> list[str]:
                 by_dir[parts[0]] = " ".join(rest).replace("_", " ")
         names = [by_dir.get(d) for d in dirs] if by_dir else [" ".join(p) for p in lines]
     if len(names) != len(dirs) or not all(isinstance(n, str) and n for n in names):
-        missing = next((d for d, n in zip(dirs, names) if not n), None)
+        missing = next((d for d, n in zip(dirs, names, strict=True) if not n), None)
         raise DataFormatError(f"{mapping}: class names do not cover the {len(dirs)} class directories"
                               + (f" (no name for {missing!r})" if missing else f" ({len(names)} names given)"))
     return names

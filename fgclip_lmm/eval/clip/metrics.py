@@ -83,7 +83,8 @@ def retrieval_ranks(image_feats: torch.Tensor, text_feats: torch.Tensor, text_to
 def class_embeddings(prompt_feats: torch.Tensor, num_classes: int, num_templates: int) -> torch.Tensor:
     """(C*T, P) prompt features, class-major -> (C, P): normalise each prompt, average per class, renormalise."""
     if prompt_feats.shape[0] != num_classes * num_templates:
-        raise ValueError(f"{prompt_feats.shape[0]} prompt features for {num_classes} classes x {num_templates} templates")
+        raise ValueError(f"{prompt_feats.shape[0]} prompt features for {num_classes} classes x {num_templates} "
+                         "templates")
     feats = torch.nn.functional.normalize(prompt_feats.float(), dim=-1)
     return torch.nn.functional.normalize(feats.reshape(num_classes, num_templates, -1).mean(1), dim=-1)
 

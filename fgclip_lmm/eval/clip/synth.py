@@ -50,7 +50,8 @@ def resolve_data(bench: str, path: Path, synth_set: str | None = None) -> BenchD
     """A BenchDataConfig for `--data PATH`; a synth root is read through its manifest, anything else is taken as is."""
     if not is_synth_root(path):
         if synth_set is not None:
-            raise DataFormatError(f"--synth-set needs --data to be a synthetic-world root with manifest.json; {path} is not")
+            raise DataFormatError("--synth-set needs --data to be a synthetic-world root with manifest.json; "
+                                  f"{path} is not")
         return BenchDataConfig(path)
     try:
         manifest = load_manifest(path)
@@ -77,7 +78,8 @@ def read_synth_zeroshot(spec: BenchDataConfig) -> ZeroShotData:
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         label_of = {c["id"]: i for i, c in enumerate(categories)}
         per_image = Counter(a["image_id"] for a in coco["annotations"])
-        label = {a["image_id"]: label_of[a["category_id"]] for a in coco["annotations"] if per_image[a["image_id"]] == 1}
+        label = {a["image_id"]: label_of[a["category_id"]]
+                 for a in coco["annotations"] if per_image[a["image_id"]] == 1}
         images = [(spec.image_root / im["file_name"], label[im["id"]]) for im in coco["images"] if im["id"] in label]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataFormatError(f"{path}: cannot build the synthetic zero-shot set from this COCO instances file: "

@@ -71,7 +71,8 @@ def load_templates(spec: str) -> TemplateSet:
         if not line:
             continue
         if line.count("{}") != 1 or line.replace("{}", "").count("{") or line.replace("{}", "").count("}"):
-            raise InputError(f"{path} line {line_no}: template {line!r} must contain the class slot '{{}}' exactly once "
+            raise InputError(f"{path} line {line_no}: template {line!r} must contain the class slot '{{}}' "
+                             "exactly once "
                              "and no other braces")
         templates.append(line)
     if not templates:

@@ -135,8 +135,8 @@ class ResponseCache:
             if len(answers) != len(chunk):
                 raise RuntimeError(f"{kind} returned {len(answers)} answers for {len(chunk)} requests")
             self.append([{"key": keys[i], "kind": kind, "task": requests[i].args[4], "doc_id": requests[i].args[3],
-                          "result": encode(requests[i], answer)} for i, answer in zip(chunk, answers)])
-            for i, answer in zip(chunk, answers):
+                          "result": encode(requests[i], answer)} for i, answer in zip(chunk, answers, strict=True)])
+            for i, answer in zip(chunk, answers, strict=True):
                 results[i] = answer
             self.stats.computed += len(chunk)
             if kill_after and self.stats.computed >= kill_after:
@@ -155,7 +155,7 @@ def cached_requests(kind: str):
             if cache is None or not requests:
                 return method(self, requests)
             images = [self._cache_image_keys(request) for request in requests]
-            keys = [request_key(kind, request, image) for request, image in zip(requests, images)]
+            keys = [request_key(kind, request, image) for request, image in zip(requests, images, strict=True)]
             return cache.serve(kind, list(requests), keys, [image[:1] for image in images],
                                lambda chunk: method(self, chunk),
                                functools.partial(self._cache_encode, kind),

@@ -17,7 +17,8 @@ the GPT-4 judge):
 
 Several GPUs (data parallel; lmms-eval shards documents by rank, rank 0 writes the report):
 
-    accelerate launch --num_processes 8 -m fgclip_lmm.cli eval-lmm --model DIR --tasks pope_random,pope_pop,pope_adv --out runs/eval
+    accelerate launch --num_processes 8 -m fgclip_lmm.cli eval-lmm --model DIR \
+        --tasks pope_random,pope_pop,pope_adv --out runs/eval
 
 Several CPU processes (tests, no GPU): `accelerate launch --cpu --num_processes 2` starts ONE process
 (accelerate's simple launcher); use its torchrun launcher with the CPU switch instead:

@@ -55,10 +55,10 @@ def binary_metrics(predictions: Sequence[str | None], labels: Sequence[str]) -> 
     bad = sorted({label for label in labels if label not in (YES, NO)})
     if bad:
         raise ValueError(f"labels must be 'yes' or 'no', got {bad}")
-    tp = sum(p == YES and g == YES for p, g in zip(predictions, labels))
-    fp = sum(p == YES and g == NO for p, g in zip(predictions, labels))
-    fn = sum(p == NO and g == YES for p, g in zip(predictions, labels))
-    correct = sum(p == g for p, g in zip(predictions, labels))
+    tp = sum(p == YES and g == YES for p, g in zip(predictions, labels, strict=True))
+    fp = sum(p == YES and g == NO for p, g in zip(predictions, labels, strict=True))
+    fn = sum(p == NO and g == YES for p, g in zip(predictions, labels, strict=True))
+    correct = sum(p == g for p, g in zip(predictions, labels, strict=True))
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     n = len(labels)
     return BinaryMetrics(
@@ -91,7 +91,7 @@ def auroc(scores: Sequence[float], labels: Sequence[int | bool]) -> float:
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    rank_sum = sum(rank for rank, label in zip(ranks, labels) if label)
+    rank_sum = sum(rank for rank, label in zip(ranks, labels, strict=True) if label)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 

@@ -22,9 +22,9 @@ plugin adds over llava and llava_hf"):
 Model arguments: pretrained, device, dtype, batch_size, max_new_tokens, normalize_yes_no, yes_no_rule, yes_no_tasks
 ("+"-separated task-name prefixes that are always yes/no), score_yes_no, scores_path, feature_cache_size,
 chat_template (a file or a literal template), attn_implementation, loglikelihood_returns, cache_dir (answered
-requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute), share_prefix (prefill each
-image's prompt prefix once; default true), image_control (gray|shuffled: answer with a substituted image,
-`controls.py`), image_control_seed.
+requests saved there as they finish, so a rerun after a crash resumes: `cache.py`), cache_fresh (recompute),
+share_prefix (prefill each image's prompt prefix once; default true), image_control (gray|shuffled: answer with a
+substituted image, `controls.py`), image_control_seed.
 
 `batch_size` and `device` can come from `--model_args` or from lmms-eval's `--batch_size` / `--device` flags;
 when both are given, `--model_args` wins (lmms-eval always passes its flag, `--batch_size` defaulting to 1, so
@@ -68,8 +68,8 @@ from fgclip_lmm.eval.lmm.requests import (
     flatten_visuals,
     rgb_doc,
 )
-from fgclip_lmm.lmm.templates import get_template
 from fgclip_lmm.eval.lmm.scoring import ContinuationScoring
+from fgclip_lmm.lmm.templates import get_template
 from fgclip_lmm.tower.blocks import llava_image_features, prepare_llava_tower
 
 DEFAULT_YES_NO_TASKS = ("pope", "fgclip_pope", "fgclip_attr", "mme", "hallusion_bench", "fgclip_hallusion")
@@ -152,7 +152,8 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
         with checkpoint_errors(pretrained):  # one-line errors for truncated / unsafe / offline checkpoints
-            self._model = LlavaForConditionalGeneration.from_pretrained(pretrained, **load_kwargs).to(self._device).eval()
+            self._model = LlavaForConditionalGeneration.from_pretrained(pretrained,
+                                                                        **load_kwargs).to(self._device).eval()
             self.processor = AutoProcessor.from_pretrained(pretrained)
         # the tower's blocks after vision_feature_layer are never run (bit-identical features; activations stay
         # transformers' own so answers equal the stock path's exactly; the stock forward keeps working)
@@ -271,7 +272,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
             pixels = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
             out = llava_image_features(self._model, pixels.to(self._device, self._model.dtype))
             features = out.pooler_output if hasattr(out, "pooler_output") else out
-            for key, feature in zip(missing, features):
+            for key, feature in zip(missing, features, strict=True):
                 self.feature_cache.put(key, feature)
                 found[key] = feature
         return found
@@ -281,7 +282,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         """Left-padded token ids and attention mask, each image placeholder expanded to its feature rows."""
         expanded = [
             expand_image_tokens(text, self.image_token, [features[k].shape[0] for k in req.image_keys])
-            for req, text in zip(batch, texts)
+            for req, text in zip(batch, texts, strict=True)
         ]
         enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self._device), enc["attention_mask"].to(self._device)
@@ -291,7 +292,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         """Unpadded token ids per request (the rows `_tokenize` pads), image placeholders expanded."""
         expanded = [
             expand_image_tokens(text, self.image_token, [features[k].shape[0] for k in req.image_keys])
-            for req, text in zip(batch, texts)
+            for req, text in zip(batch, texts, strict=True)
         ]
         return [torch.tensor(row, dtype=torch.long) for row in self.tokenizer(expanded)["input_ids"]]
 
@@ -381,7 +382,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
         logp = torch.log_softmax(logits[::num_beams].float(), dim=-1)
         p_yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1).exp()
         p_no = torch.logsumexp(logp[:, self.no_ids], dim=-1).exp()
-        return list(zip(p_yes.tolist(), p_no.tolist()))
+        return list(zip(p_yes.tolist(), p_no.tolist(), strict=True))
 
     def _write_scores(self, scores: list[YesNoScore]) -> None:
         if not self.scores_path or not scores:
@@ -412,7 +413,7 @@ class FGClipLlava(ResponseCacheMixin, ContinuationScoring, lmms):
                                               part.prefix_len, features)
                 else:
                     rows = [self._score_one(batch[r], *scored[r], features) for r in part.rows]
-                for row, (nll, greedy) in zip(part.rows, rows):
+                for row, (nll, greedy) in zip(part.rows, rows, strict=True):
                     results[batch[row].index] = (nll if self.loglikelihood_returns == "nll" else -nll, greedy)
             pbar.update(len(batch))
         pbar.close()

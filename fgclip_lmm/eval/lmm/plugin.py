@@ -1,10 +1,11 @@
 """lmms-eval entry point: registers `fgclip_llava` through 0.7.3's ModelRegistryV2 manifests.
 
-`pyproject.toml` declares `[project.entry-points."lmms_eval.models"] fgclip_llava = "fgclip_lmm.eval.lmm.plugin:MANIFEST"`,
-so after `pip install -e .` lmms-eval resolves `--model fgclip_llava` (it is not listed by `lmms-eval models`,
-which only prints the built-in tables; `lmms_eval.models.get_model("fgclip_llava")` resolves it). The class
-path is imported lazily by lmms-eval, so loading this manifest costs nothing. `register()` does the same at run
-time for environments without installed metadata (docs/lmms_eval.md, "Registration").
+`pyproject.toml` declares, in `[project.entry-points."lmms_eval.models"]`, `fgclip_llava =
+"fgclip_lmm.eval.lmm.plugin:MANIFEST"`, so after `pip install -e .` lmms-eval resolves `--model fgclip_llava` (it is
+not listed by `lmms-eval models`, which only prints the built-in tables;
+`lmms_eval.models.get_model("fgclip_llava")` resolves it). The class path is imported lazily by lmms-eval, so
+loading this manifest costs nothing. `register()` does the same at run time for environments without installed
+metadata (docs/lmms_eval.md, "Registration").
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def split_parts(ids: list[torch.Tensor], image_keys: list[tuple[str, ...]], imag
     """Cut a batch into parts: shared-prefix parts (one per prefix length with a repeated prefix) + a plain one."""
     keep_after = keep_after or [1] * len(ids)
     by_length: dict[int, list[int]] = {}
-    for row, (tokens, keep) in enumerate(zip(ids, keep_after)):
+    for row, (tokens, keep) in enumerate(zip(ids, keep_after, strict=True)):
         by_length.setdefault(prefix_length(tokens, image_token_id, keep), []).append(row)
     parts, plain = [], []
     for length, rows in sorted(by_length.items()):

@@ -108,12 +108,13 @@ def build_report(results: Mapping[str, Any], scores: Mapping[tuple[str, int], fl
                 if len(by_category) == 1:
                     entry["auroc_p_yes"] = cal.get("auroc_p_yes")
                 report["pairs"].setdefault(task, {})[category] = entry
-    for family, block in report["pope"].items():
+    for block in report["pope"].values():
         splits = block["splits"]
         block["mean_f1"] = sum(s["f1"] for s in splits.values()) / len(splits)
         block["pooled"] = binary_metrics(block.pop("_preds"), block.pop("_truth")).as_dict()
     for family, (probs, labels) in pooled_cal.items():
-        report["calibration"][f"pooled_{family}"] = {"n_scored": len(probs), "auroc_p_yes": _clean(auroc(probs, labels)),
+        report["calibration"][f"pooled_{family}"] = {"n_scored": len(probs),
+                                                     "auroc_p_yes": _clean(auroc(probs, labels)),
                                                       "mean_p_yes": sum(probs) / len(probs)}
     return report
 
@@ -135,7 +136,8 @@ def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
                   *header["lmms_eval_command"], "```", ""]
     for family, block in report["pope"].items():
         lines += [f"## POPE ({family}): F1 per split and their mean (LLaVA protocol)", "",
-                  "| split | n | accuracy | precision | recall | F1 | model yes-rate | GT yes-rate | unparsed | AUROC P(yes) |",
+                  "| split | n | accuracy | precision | recall | F1 | model yes-rate | GT yes-rate | unparsed "
+                  "| AUROC P(yes) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for task, m in block["splits"].items():
             lines.append(f"| {task} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} "
@@ -149,7 +151,8 @@ def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
         lines.append("")
     if report["pairs"]:
         lines += ["## Yes/no pairs (MME style): per attribute / category", "",
-                  "| task | attribute | questions | pairs | accuracy | acc+ | score (0-200) | model yes-rate | AUROC P(yes) |",
+                  "| task | attribute | questions | pairs | accuracy | acc+ | score (0-200) | model yes-rate "
+                  "| AUROC P(yes) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for task, cats in report["pairs"].items():
             for cat, m in cats.items():
@@ -172,5 +175,6 @@ def to_markdown(report: Mapping[str, Any], header: Mapping[str, Any]) -> str:
         for name, value in metrics.items():
             lines.append(f"| {task} | {name} | {_fmt(value)} |")
     lines.append("")
-    lines.append("Note: lmms-eval's `pope_yes_ratio` is the ground-truth yes share; the yes-rates above are the model's.")
+    lines.append("Note: lmms-eval's `pope_yes_ratio` is the ground-truth yes share; the yes-rates above are the "
+                 "model's.")
     return "\n".join(lines) + "\n"

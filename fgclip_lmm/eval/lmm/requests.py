@@ -146,7 +146,7 @@ def expand_image_tokens(prompt: str, image_token: str, tokens_per_image: Sequenc
     if len(parts) - 1 != len(tokens_per_image):
         raise ValueError(f"prompt has {len(parts) - 1} image tokens for {len(tokens_per_image)} images")
     out = [parts[0]]
-    for count, tail in zip(tokens_per_image, parts[1:]):
+    for count, tail in zip(tokens_per_image, parts[1:], strict=True):
         out.append(image_token * count)
         out.append(tail)
     return "".join(out)

@@ -66,7 +66,8 @@ def world_task_rows(world: Path) -> tuple[dict[str, list[dict]], dict[str, list[
     for row in mme:
         attribute = KIND_TO_ATTRIBUTE.get(str(row["category"]))
         if attribute is None:
-            raise TaskDataError(f"world MME pairs: unknown category {row['category']!r}; known: {sorted(KIND_TO_ATTRIBUTE)}")
+            raise TaskDataError(f"world MME pairs: unknown category {row['category']!r}; known: "
+                                f"{sorted(KIND_TO_ATTRIBUTE)}")
         attrs.setdefault(attribute, []).append({**row, "category": attribute})
     return pope, {a: attrs[a] for a in ATTRIBUTES if a in attrs}
 
