@@ -1,10 +1,6 @@
 """FG-CLIP 2 losses: every term against a float64 loop over the formulas, per-term gradients, bf16, the TIC rule
 below 10 boxes, the CMR margin as state, and 2 gloo processes against 1."""
 import math
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -17,6 +13,7 @@ from fgclip_lmm.losses_fgclip2 import (
     SigmoidGlobalLoss,
     TextIntraContrastiveLoss,
 )
+from fgclip_lmm.testing.distributed import run_gloo_ranks
 from fgclip_lmm.testing.fgclip2 import make_batch, tiny_model
 
 
@@ -253,15 +250,7 @@ TWO_RANK_SCRIPT = textwrap.dedent("""
 
 
 def test_two_gloo_processes_equal_one(tmp_path):
-    script = tmp_path / "two_rank.py"
-    script.write_text(TWO_RANK_SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out.pt")], env={**env, "RANK": str(r)})
-             for r in range(2)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
+    run_gloo_ranks(TWO_RANK_SCRIPT, tmp_path, tmp_path / "out.pt")
     results = [torch.load(tmp_path / f"out.pt.{r}", weights_only=True) for r in range(2)]
     g = torch.Generator().manual_seed(0)
     img, txt = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)

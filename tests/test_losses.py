@@ -1,14 +1,11 @@
 """Losses: named terms, gradients to the right parameters, empty hard sets, and the gathered global loss."""
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import torch
 
 from fgclip_lmm.losses import GlobalContrastiveLoss, HardNegativeLoss
 from fgclip_lmm.model import FGCLIPConfig, FGCLIPModel
+from fgclip_lmm.testing.distributed import run_gloo_ranks
 
 
 def make_batch(cfg: FGCLIPConfig, counts=(2, 1, 3), hard_boxes=(0, 2, 5), seed=0):
@@ -131,15 +128,7 @@ TWO_RANK_SCRIPT = textwrap.dedent("""
 
 
 def test_gathered_global_loss_equals_single_process(tmp_path):
-    script = tmp_path / "two_rank.py"
-    script.write_text(TWO_RANK_SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out.pt")],
-                              env={**env, "RANK": str(r)}) for r in range(2)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
+    run_gloo_ranks(TWO_RANK_SCRIPT, tmp_path, tmp_path / "out.pt")
     result = torch.load(tmp_path / "out.pt", weights_only=True)
     g = torch.Generator().manual_seed(0)
     img, txt = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
