@@ -82,6 +82,22 @@ def test_align_then_finetune_zero3_then_lora(setup, tmp_path):
                if "language_model" in n)
 
 
+def test_match_text_projector_init_starts_align_at_the_text_scale(setup, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    keep = run(setup, tmp_path / "keep", "--stage", "align", "--max_steps", "1", "--lr", "1e-9", "--zero_stage", "2")
+    proc = run_proc(setup, tmp_path / "match", "--stage", "align", "--max_steps", "1", "--lr", "1e-9",
+                    "--zero_stage", "2", "--projector_init", "match_text")
+    assert "projector_init match_text on 16 samples: image/text RMS ratio" in proc.stdout
+    match = [json.loads(line) for line in (tmp_path / "match" / "metrics.jsonl").read_text().splitlines()]
+    # step 1's forward ran before any update: the assembled projector vs the rewritten one
+    assert abs(keep[0]["image_norm_ratio"] - 1) > 0.5
+    assert match[0]["image_norm_ratio"] == pytest.approx(1.0, abs=0.15)
+    assert match[0]["image_cosine"] < keep[0]["image_cosine"]
+    model = LlavaForConditionalGeneration.from_pretrained(tmp_path / "match" / "hf")  # still a stock LLaVA
+    assert set(dict(model.model.multi_modal_projector.named_children())) == {"linear_1", "act", "linear_2"}
+
+
 def test_sigkill_and_resume_continue_the_same_trajectory(setup, tmp_path):
     common = ("--stage", "finetune", "--max_steps", "4", "--save_every", "2", "--zero_stage", "2", "--lr", "1e-3",
               "--group_by_modality_length", "true")

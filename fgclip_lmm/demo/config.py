@@ -10,11 +10,11 @@ ENCODER_FAMILIES = ("fgclip", "fgclip2")
 class DemoConfig:
     encoder: str = "fgclip"         # fgclip: CLIP vs FG-CLIP; fgclip2: SigLIP 2 NaFlex vs FG-CLIP 2 (same recipe)
     images: int = 3000              # synthetic world size (train 80% / val 5% / test 10% / heldout 5%)
-    image_size: int = 64
+    image_size: int = 48            # 48 px / 16 px patches: a 3 x 3 grid, one token per object cell (issue 15)
     seed: int = 0
     clip_width: int = 64            # tiny FG-CLIP towers (both encoders share the architecture and init)
     clip_layers: int = 2
-    clip_patch: int = 8
+    clip_patch: int = 16
     clip_batch: int = 32
     clip_lr: float = 1e-3
     stage1_steps: int = 150         # FG-CLIP stage 1; the CLIP baseline then continues stage 1 for stage2_steps
@@ -22,17 +22,21 @@ class DemoConfig:
     eval_every: int = 75
     llm_hidden: int = 64
     llm_layers: int = 2
+    llm_text_steps: int = 800       # text pretraining of the random LLM on WORLD/llava/text.json (0: none)
+    llm_text_lr: float = 1e-3
+    llm_text_batch: int = 32
+    projector_init: str = "match_text"  # train-lmm align: standardised, text-scaled projector (issue 15)
     lmm_batch: int = 16
-    align_steps: int = 40
-    finetune_steps: int = 400
-    align_lr: float = 1e-2
+    align_steps: int = 150
+    finetune_steps: int = 2000
+    align_lr: float = 1e-3
     finetune_lr: float = 1e-3
-    model_max_length: int = 256
-    pope_limit: int = 300           # questions per POPE split
-    attr_limit: int = 240           # MME-style rows per attribute (pairs: even)
+    model_max_length: int = 384     # the longest world conversation is ~220 tokens with its 9 image tokens
+    pope_limit: int = 200           # questions per POPE split
+    attr_limit: int = 200           # MME-style rows per attribute (pairs: even)
     eval_batch: int = 16
     heatmap_images: int = 3
-    patch_budgets: tuple[int, ...] = (16, 64)  # fgclip2: NaFlex budgets (a 64 px world image is 64 patches of 8 px)
+    patch_budgets: tuple[int, ...] = (4, 9)  # fgclip2: NaFlex budgets (a 48 px world image is 9 patches of 16 px)
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODER_FAMILIES:
@@ -46,6 +50,7 @@ class DemoConfig:
 PRESETS = {
     "default": DemoConfig(),
     "tiny": DemoConfig(images=240, clip_width=32, clip_batch=16, stage1_steps=6, stage2_steps=6, eval_every=6,
-                       llm_hidden=32, lmm_batch=8, align_steps=4, finetune_steps=6, pope_limit=24, attr_limit=12,
+                       llm_hidden=32, llm_text_steps=4, lmm_batch=8, align_steps=4, finetune_steps=6, pope_limit=24,
+                       attr_limit=12,
                        heatmap_images=2),
 }

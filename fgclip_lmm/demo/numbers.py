@@ -13,7 +13,8 @@ class Numbers:
         self.records: list[dict] = []
         self._cache: dict[Path, object] = {}
 
-    def _load(self, path: Path):
+    def load(self, path: Path):
+        """The parsed JSON (or JSONL rows) of `path`, read once; for structure, not for reported values."""
         if path not in self._cache:
             if path.suffix == ".jsonl":
                 self._cache[path] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -23,7 +24,7 @@ class Numbers:
 
     def get(self, path: Path, *keys, scale: float = 1.0) -> float:
         """The value at `keys` inside the JSON file `path` (times `scale`), recorded for the report."""
-        node = self._load(path)
+        node = self.load(path)
         for key in keys:
             node = node[key]
         value = float(node) * scale
@@ -33,7 +34,7 @@ class Numbers:
 
     def series(self, path: Path, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one metric in a metrics.jsonl file (plotted, not tabulated)."""
-        rows = [r for r in self._load(path) if key in r]
+        rows = [r for r in self.load(path) if key in r]
         return [r["step"] for r in rows], [r[key] for r in rows]
 
 
@@ -46,7 +47,7 @@ def verify_numbers(report_json: Path) -> list[str]:
     data = json.loads(report_json.read_text())
     root, problems = report_json.parent, []
     for rec in data["numbers"]:
-        node = Numbers(root)._load(root / rec["file"])
+        node = Numbers(root).load(root / rec["file"])
         for key in rec["keys"]:
             node = node[key]
         if not math.isclose(float(node) * rec["scale"], rec["value"], rel_tol=1e-9, abs_tol=1e-12):

@@ -1,5 +1,6 @@
 """The demo pipeline: synthetic world -> CLIP baseline vs FG-CLIP (DeepSpeed) -> encoder benchmarks -> two LMMs
-(same tiny LLM, data, steps and seed; one per tower) -> align + finetune -> lmms-eval tasks -> report.
+(same tiny LLM, data, steps and seed; one per tower) -> align + finetune -> lmms-eval tasks with blind controls
+-> paired FG-CLIP vs CLIP comparison -> report.
 `--encoder fgclip2` runs the same comparison with tiny SigLIP 2 NaFlex / FG-CLIP 2 encoders (`fgclip2` towers).
 
 Fairness: both encoders share stage 1 (S1 steps); FG-CLIP then runs stage 2 for S2 steps while the CLIP baseline
@@ -33,6 +34,7 @@ class DemoPaths:
         self.align = {name: out / "lmm" / f"{name}_align" for name in ENCODERS}
         self.finetune = {name: out / "lmm" / f"{name}_finetune" for name in ENCODERS}
         self.lmm_eval = {name: out / "lmm_eval" / name for name in ENCODERS}
+        self.lmm_compare = out / "lmm_eval" / "compare"  # eval-lmm --compare fgclip clip
 
 
 def write_demo_llm(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seed: int) -> Path:
@@ -42,6 +44,16 @@ def write_demo_llm(out: Path, tokenizer_dir: Path, hidden: int, layers: int, see
     return write_tiny_llm(out, "llama", hidden=hidden, layers=layers, heads=max(1, hidden // 16),
                           kv_heads=max(1, hidden // 32), intermediate=4 * hidden, tokenizer=tokenizer_dir,
                           max_positions=1024, seed=seed)
+
+
+def llm_args(cfg: DemoConfig, paths: DemoPaths, world) -> list[str]:
+    """`tiny-llm`: the random Llama both LMMs share, text-pretrained on the world's text-only conversations."""
+    args = ["tiny-llm", "--tokenizer", str(world.path("tokenizers", "llm")), "--out", str(paths.llm), "--hidden",
+            str(cfg.llm_hidden), "--layers", str(cfg.llm_layers), "--seed", str(cfg.seed)]
+    if cfg.llm_text_steps:
+        args += ["--pretrain-text", str(world.path("llava", "text")), "--pretrain-steps", str(cfg.llm_text_steps),
+                 "--pretrain-lr", str(cfg.llm_text_lr), "--pretrain-batch", str(cfg.llm_text_batch)]
+    return args
 
 
 def clip_args(cfg: DemoConfig, world, stage: str, init: str, out: Path, steps: int, data_format: str) -> list[str]:
@@ -92,13 +104,18 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
         outputs = [(paths.bench[name] / key / f"{bench}.json", verify_json) for key, (bench, _) in BENCHES.items()]
         stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name, cfg), outputs,
                             cfg.fingerprint(*clip_keys, "stage2_steps")))
-    lmm_keys = clip_keys + ("stage2_steps", "llm_hidden", "llm_layers", "lmm_batch", "align_steps",
-                            "finetune_steps", "align_lr", "finetune_lr", "model_max_length")
-    stages.append(Stage("llm", lambda: write_demo_llm(paths.llm, world().path("tokenizers", "llm"),
-                                                       cfg.llm_hidden, cfg.llm_layers, cfg.seed),
-                        [(paths.llm, verify_hf_dir)], cfg.fingerprint(*world_keys, "llm_hidden", "llm_layers")))
+
+    llm_keys = ("llm_hidden", "llm_layers", "llm_text_steps", "llm_text_lr", "llm_text_batch")
+    lmm_keys = clip_keys + ("stage2_steps", *llm_keys, "lmm_batch", "align_steps", "finetune_steps", "align_lr",
+                            "finetune_lr", "model_max_length", "projector_init")
+    stages.append(Stage("llm", lambda: runner.cli("llm", llm_args(cfg, paths, world())),
+                        [(paths.llm, verify_hf_dir)], cfg.fingerprint(*world_keys, *llm_keys)))
     for name in ENCODERS:
         stages += lmm_stages(cfg, paths, runner, name, world, cfg.fingerprint(*lmm_keys))
+    stages.append(Stage("lmm_compare", lambda: runner.cli("lmm_compare", [
+        "eval-lmm", "--compare", str(paths.lmm_eval["fgclip"]), str(paths.lmm_eval["clip"]), "--out",
+        str(paths.lmm_compare), "--seed", str(cfg.seed)]), [(paths.lmm_compare / "compare.json", verify_json)],
+        {**cfg.fingerprint(*lmm_keys), "pope_limit": cfg.pope_limit, "attr_limit": cfg.attr_limit}))
     return stages
 
 
@@ -113,13 +130,16 @@ def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str
         args = ["train-lmm", "--stage", stage, "--model", str(model), "--data_path",
                 str(w.path("llava", data_key)), "--max_steps", str(steps), "--save_every", str(steps),
                 "--lr", str(lr), "--output_dir", str(out)]
+        if stage == "align":
+            args += ["--projector_init", cfg.projector_init]
         runner.cli(f"lmm_{name}_{stage}", args + [a.replace("{root}", str(w.image_root)) for a in common])
 
     def evaluate() -> None:
         runner.cli(f"lmm_eval_{name}", [
             "eval-lmm", "--model", str(paths.finetune[name] / "hf"), "--tasks", LMM_TASKS, "--out",
             str(paths.lmm_eval[name]), "--world", str(paths.world), "--batch-size", str(cfg.eval_batch),
-            "--device", "cpu", "--dtype", "float32", "--limit", str(max(cfg.pope_limit, cfg.attr_limit))])
+            "--device", "cpu", "--dtype", "float32", "--limit", str(max(cfg.pope_limit, cfg.attr_limit)),
+            "--controls", "gray,shuffled"])
 
     return [
         Stage(f"lmm_{name}_assemble", lambda: runner.cli(f"lmm_{name}_assemble", [

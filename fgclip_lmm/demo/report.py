@@ -9,16 +9,18 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..constants import ATTRIBUTES, FGOVD_SPLITS, POPE_SPLITS
+from ..constants import FGOVD_SPLITS
 from ..data.synth.manifest import load_manifest
 from . import plots
 from .config import DemoConfig
 from .numbers import Numbers, fmt
 from .pipeline import BENCH_ENCODERS, ENCODERS, DemoPaths
+from .report_lmm import lmm_sections
 from .stages import StageRunner
 
 SECTIONS = ("Run", "Encoder training", "FG-OVD-style accuracy by difficulty", "Box classification and retrieval",
-            "LMM hallucination: POPE", "LMM attribute understanding", "Box-phrase similarity heatmaps",
+            "LMM hallucination: POPE", "LMM attribute understanding", "Does the LMM look at the image? Blind controls",
+            "inside the LMM: paired differences", "Box-phrase similarity heatmaps",
             "Where FG-CLIP did not help", "Provenance")
 
 
@@ -154,7 +156,7 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
                              labels=labels),
           "box classification and retrieval")
 
-    lmm_sections(b, nums, paths, deltas, labels)
+    lmm_not_helped = lmm_sections(b, nums, paths, labels, (base, fine))
 
     b.h("Box-phrase similarity heatmaps")
     world = load_manifest(paths.world)
@@ -173,7 +175,10 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
         b.p(f"{fine} was not better than the {base} baseline on {len(worse)} of {len(deltas)} compared metrics:")
         b.table(["metric", base, fine, "delta"], [[m, fmt(c, 2), fmt(f, 2), fmt(f - c, 2)] for m, c, f in worse])
     else:
-        b.p(f"{fine} was better than the {base} baseline on all {len(deltas)} compared metrics in this run.")
+        b.p(f"{fine} was better than the {base} baseline on all {len(deltas)} compared encoder metrics in this run.")
+    if lmm_not_helped:
+        b.p(f"Inside the LMM (decided by the paired test, not by raw differences), {fine} did not win on: "
+            + "; ".join(lmm_not_helped) + ".")
 
     b.h("Provenance")
     b.p("Every number above was read from this run's artifacts; report.json lists each with its file and key path "
@@ -183,57 +188,3 @@ def write_report(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, stage_n
     (out / "report.md").write_text(b.markdown())
     (out / "report.html").write_text(b.html())
     return out / "report.md"
-
-
-def lmm_sections(b: Blocks, nums: Numbers, paths: DemoPaths, deltas: list, labels: dict[str, str]) -> None:
-    b.h("LMM hallucination: POPE")
-    b.p("F1 per split and their mean (LLaVA's protocol), the model's own yes-rate (from its answers, not lmms-eval's "
-        "ground-truth share), the share of answers that were neither yes nor no, and AUROC of P(yes).")
-    rows, f1s, yes = [], {}, {}
-    for n in ENCODERS:
-        path = paths.lmm_eval[n] / "eval_lmm.json"
-        base = ("report", "pope", "fgclip_pope")
-        f1s[n] = [nums.get(path, *base, "splits", f"fgclip_pope_{s}", "f1", scale=100) for s in POPE_SPLITS]
-        yes[n] = [nums.get(path, *base, "splits", f"fgclip_pope_{s}", "yes_rate", scale=100) for s in POPE_SPLITS]
-        unparsed = [nums.get(path, *base, "splits", f"fgclip_pope_{s}", "unparsed_rate", scale=100)
-                    for s in POPE_SPLITS]
-        auroc = [nums.get(path, *base, "splits", f"fgclip_pope_{s}", "auroc_p_yes") for s in POPE_SPLITS]
-        mean_f1 = nums.get(path, *base, "mean_f1", scale=100)
-        rows.append([n, *map(fmt, f1s[n]), fmt(mean_f1), *map(fmt, yes[n]), *map(fmt, unparsed),
-                     *(fmt(a, 3) for a in auroc)])
-    deltas += [(f"POPE {s} F1", c, f) for s, c, f in zip(POPE_SPLITS, f1s["clip"], f1s["fgclip"], strict=True)]
-    header = ["LMM", *(f"F1 {s}" for s in POPE_SPLITS), "mean F1", *(f"yes% {s}" for s in POPE_SPLITS),
-              *(f"unparsed% {s}" for s in POPE_SPLITS), *(f"AUROC {s}" for s in POPE_SPLITS)]
-    b.table(header, rows)
-    constant = [n for n in ENCODERS if all(y >= 95 or y <= 5 for y in yes[n])]
-    if constant:
-        b.p(f"{' and '.join(constant)}: the model gives the same answer to (almost) every POPE question (yes-rate "
-            "near 0% or 100%), so its POPE F1 measures a constant answerer, not hallucination control.")
-    b.img(plots.grouped_bars(paths.out / "pope.png", "POPE F1 and model yes-rate (%)",
-                             [f"F1 {s}" for s in POPE_SPLITS] + [f"yes {s}" for s in POPE_SPLITS],
-                             {n: f1s[n] + yes[n] for n in ENCODERS}, "%", labels=labels), "POPE")
-
-    b.h("LMM attribute understanding")
-    b.p("MME-style yes/no pairs per attribute: accuracy, acc+ (both questions of a pair right) and AUROC of P(yes).")
-    acc, rows = {}, []
-    for n in ENCODERS:
-        path = paths.lmm_eval[n] / "eval_lmm.json"
-        acc[n] = [nums.get(path, "report", "pairs", f"fgclip_attr_{a}", a, "accuracy", scale=100) for a in ATTRIBUTES]
-        plus = [nums.get(path, "report", "pairs", f"fgclip_attr_{a}", a, "acc_plus", scale=100) for a in ATTRIBUTES]
-        auroc = [nums.get(path, "report", "pairs", f"fgclip_attr_{a}", a, "auroc_p_yes") for a in ATTRIBUTES]
-        rows.append([n, *map(fmt, acc[n]), *map(fmt, plus), *(fmt(x, 3) for x in auroc)])
-    deltas += [(f"attribute {a} accuracy", c, f) for a, c,
-               f in zip(ATTRIBUTES, acc["clip"], acc["fgclip"], strict=True)]
-    b.table(["LMM", *(f"acc {a}" for a in ATTRIBUTES), *(f"acc+ {a}" for a in ATTRIBUTES),
-             *(f"AUROC {a}" for a in ATTRIBUTES)], rows)
-    chance = [a for a, c,
-              f in zip(ATTRIBUTES, acc["clip"], acc["fgclip"], strict=True) if abs(c - 50) <= 2 and abs(f - 50) <= 2]
-    learned = [a for a in ATTRIBUTES if a not in chance]
-    if chance:
-        b.p(f"Both LMMs are at chance (50 +/- 2%) on: {', '.join(chance)}"
-            + (f"; they learned {', '.join(learned)}." if learned else ".")
-            + " At this scale (a randomly initialised 2-layer LLM, a few hundred steps on a CPU) binding an "
-              "attribute to an object named in the question is not learned, whichever tower is used; the "
-              "encoder-level gains above do not reach the LMM here.")
-    b.img(plots.grouped_bars(paths.out / "attributes.png", "accuracy per attribute (%)", list(ATTRIBUTES), acc, "%",
-                             chance=50, labels=labels), "attribute accuracy")

@@ -11,6 +11,8 @@ from .config_io import ConfigError, option
 
 STAGES = ("align", "finetune")
 TUNINGS = ("frozen", "full", "lora")
+PROJECTOR_INITS = ("keep", "match_text")
+CALIBRATION_SAMPLES = 64  # image samples of the match_text calibration batch
 
 
 @dataclass
@@ -30,6 +32,10 @@ class LmmTrainConfig(TrainConfig):
     group_by_modality_length: bool = option(True, "batch image and text-only samples apart, by similar length")
     projector_lr: float | None = option(None, "separate lr for the projector (LoRA recipe: 2e-5); none = lr",
                                         min=0.0)
+    projector_init: str = option("keep", "align from a fresh assembly: keep the assembled projector, or match_text: "
+                                 "standardise the tower features into linear_1 and scale linear_2 so image tokens "
+                                 "start centred at the text embeddings' RMS norm (fgclip_lmm.lmm.projector_init)",
+                                 choices=PROJECTOR_INITS)
     warmup_ratio: float = option(0.03, "linear warmup as a fraction of the steps", min=0.0, max=1.0)
     zero_stage: int = option(3, "DeepSpeed ZeRO stage (LoRA runs use 2)", choices=(0, 1, 2, 3))
     output_dir: str = option("runs/lmm", "where the model (hf/), checkpoints, metrics.jsonl and logs go")

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from ..data.llava_json import LlavaJsonConfig, LlavaJsonDataset
+from ..errors import InputError
 from ..lmm.assemble import read_meta
 from ..lmm.dataset import LmmCollator, LmmSupervisedDataset, image_seq_length
 from ..lmm.export import merge_peft, save_full, save_lora, save_projector
@@ -69,9 +70,12 @@ class LmmTask(TrainTask):
         self.collator: LmmCollator | None = None
         self.step_flops = None
         self.health: ImageTokenProbe | None = None  # image-token norm ratio / cosine of each logged step
+        self.resuming = False
+        self.init_note = ""  # what projector_init did, for the run's first log line
 
     def build_model(self, resuming: bool) -> None:
         cfg = self.cfg
+        self.resuming = resuming
         self.meta = read_meta(cfg.model)
         self.template = cfg.template if cfg.template != "auto" else (
             "plain" if cfg.stage == "align" else self.meta["template"])
@@ -110,6 +114,27 @@ class LmmTask(TrainTask):
         self.sampler = GroupedBatchSampler(lengths, cfg.micro_batch_size, self.world, self.rank, cfg.seed,
                                            group_by_modality=cfg.group_by_modality_length, drop_last=True)
         self.collator = LmmCollator(self.processor.tokenizer.pad_token_id, "right")
+        if cfg.projector_init == "match_text" and cfg.stage == "align" and not self.resuming:
+            self.init_projector()
+
+    def init_projector(self) -> None:
+        """`match_text` on the first image samples in file order (the same batch on every rank: same weights)."""
+        from ..lmm.projector_init import match_text_init
+        from .lmm_config import CALIBRATION_SAMPLES
+
+        picked = []
+        for index in range(len(self.dataset)):
+            item = self.dataset[index]
+            if bool(item["image_mask"].any()):
+                picked.append(item)
+            if len(picked) == CALIBRATION_SAMPLES:
+                break
+        if not picked:
+            raise InputError(f"{self.cfg.data_path}: projector_init=match_text needs samples with images")
+        found = match_text_init(self.model, self.collator(picked))
+        self.init_note = (f"projector_init match_text on {len(picked)} samples: image/text RMS ratio "
+                          f"{found['ratio_before']:.2f} -> {found['ratio_after']:.2f}, cosine to the mean image "
+                          f"token {found['cosine_before']:.3f} -> {found['cosine_after']:.3f}")
 
     @property
     def num_samples(self) -> int:
@@ -146,7 +171,8 @@ class LmmTask(TrainTask):
                 "padding_efficiency": interval["tokens"] / max(1, interval["positions"]), **health}
 
     def describe(self) -> str:
-        return f"template={self.template}, trainable={trainable_summary(self.model)}"
+        note = f", {self.init_note}" if self.init_note else ""
+        return f"template={self.template}, trainable={trainable_summary(self.model)}{note}"
 
     def export(self, engine, out: Path) -> Path:
         """OUT/hf: a stock LLaVA checkpoint (LoRA merged); OUT/adapter for LoRA; OUT/mm_projector for align."""

@@ -16,7 +16,8 @@ Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/m
   - `stage1`: {split: "stage1/<split>.jsonl"} rows `{image, long_caption, short_caption}`
   - `finehard`: {split: "finehard/<split>.json"} (a JSON array, official item schema)
   - `llava`: {align: train captions (LCS-558K style), instruct: train multi-turn QA + a few text-only rows,
-    instruct_val: val QA} (LLaVA JSON)
+    instruct_val: val QA, text: the instruct conversations with the image written out as text (`scene_text`),
+    for pretraining a random LLM before it sees images} (LLaVA JSON)
   - `pope`: {random|popular|adversarial: parquet} (fields id, question_id, question, answer yes/no,
     image_source, image, category) and `mme`: parquet (question_id "<category>/<stem>.png" shared by a Yes/No
     pair, question, answer Yes/No, image, category in existence|count|position|color|shape|size); test split
@@ -24,7 +25,7 @@ Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/m
   - `boxcls`: {test|heldout: COCO instances JSON}; `retrieval`: {long: ShareGPT4V JSON, short: COCO captions JSON}
   - `tokenizers`: {clip: HF dir, llm: HF dir}
 * `counts`: {splits: {split: {images, objects}}, benchmarks: {pope: {split: rows}, mme_rows, fgovd: {split:
-  {level: rows}}, llava: {align, instruct, instruct_val}, retrieval_images}}.
+  {level: rows}}, llava: {align, instruct, instruct_val, text}, retrieval_images}}.
 * `stats`: objects_per_image {n: images}, mean_objects_per_image, attribute_balance {attribute: {value: objects}},
   negatives_per_box {n: boxes}, heldout_objects, token_lengths {field: max CLIP tokens}.
 
@@ -166,7 +167,9 @@ def generate(config: SynthConfig) -> dict:
     align = [rec.align_record(s, config.seed) for s in by_split["train"]]
     instruct = [rec.instruct_record(s, config.seed) for s in by_split["train"]] + rec.text_only_records()
     instruct_val = [rec.instruct_record(s, config.seed) for s in by_split["val"]]
+    text = [rec.text_record(s, config.seed) for s in by_split["train"]]
     files["llava"] = {
+        "text": write_json(root, "llava/text.json", text),
         "align": write_json(root, "llava/align.json", align),
         "instruct": write_json(root, "llava/instruct.json", instruct),
         "instruct_val": write_json(root, "llava/instruct_val.json", instruct_val),
@@ -202,7 +205,7 @@ def generate(config: SynthConfig) -> dict:
         "long": write_json(root, "retrieval/long_test.json", long_ret),
         "short": write_json(root, "retrieval/captions_test.json", short_ret),
     }
-    corpus = text_corpus(finehard_items, align + instruct + instruct_val, pope, mme, fgovd, short_ret)
+    corpus = text_corpus(finehard_items, align + instruct + instruct_val + text, pope, mme, fgovd, short_ret)
     clip = train_clip_tokenizer(corpus, root / "tokenizers/clip", vocab_size=config.clip_vocab_size)
     train_llm_tokenizer(corpus, root / "tokenizers/llm", vocab_size=config.llm_vocab_size)
     files["tokenizers"] = {"clip": "tokenizers/clip", "llm": "tokenizers/llm"}
@@ -210,7 +213,7 @@ def generate(config: SynthConfig) -> dict:
         "pope": {name: len(rows) for name, rows in pope.items()},
         "mme_rows": len(mme),
         "fgovd": {split: {level: len(rows) for level, rows in levels.items()} for split, levels in fgovd.items()},
-        "llava": {"align": len(align), "instruct": len(instruct), "instruct_val": len(instruct_val)},
+        "llava": {"align": len(align), "instruct": len(instruct), "instruct_val": len(instruct_val), "text": len(text)},
         "retrieval_images": len(retrieval_scenes),
     }
     manifest = {

@@ -14,6 +14,7 @@ import numpy as np
 
 from fgclip_lmm.data.synth.world import (
     COLOURS,
+    MAX_OBJECTS,
     PATTERN_NOUNS,
     PATTERNS,
     PLURALS,
@@ -104,9 +105,12 @@ def yes_no_pair(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[tupl
             "No",
         )
     if kind == "count":
-        n = sum(o.shape == obj.shape for o in scene.objects)
-        wrong = _other(str(n), [str(k) for k in range(1, 6)], rng)
-        return (_count_question(str(n), obj.shape), "Yes"), (_count_question(wrong, obj.shape), "No")
+        # the whole scene's object count is uniform on 1..MAX_OBJECTS and the wrong number uniform on the others,
+        # so the number asked has the same distribution in both halves: the wording alone cannot give the answer
+        # (a shape's count is 1 for most shapes, which made "exactly 1" a text shortcut for "yes")
+        n = len(scene.objects)
+        wrong = _other(str(n), [str(k) for k in range(1, MAX_OBJECTS + 1)], rng)
+        return (_count_question(str(n)), "Yes"), (_count_question(wrong), "No")
     if kind == "position":
         wrong = _other(obj.where, POSITION_PHRASES, rng)
         return (f"Is the {obj.category} {obj.where}?", "Yes"), (f"Is the {obj.category} {wrong}?", "No")
@@ -128,15 +132,28 @@ def yes_no_pair(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[tupl
     raise ValueError(f"unknown question kind {kind!r}")
 
 
-def _count_question(k: str, shape: str) -> str:
-    return (
-        f"Is there exactly 1 {shape} in the image?"
-        if k == "1"
-        else f"Are there exactly {k} {PLURALS[shape]} in the image?"
-    )
+def _count_question(k: str) -> str:
+    return "Is there exactly 1 object in the image?" if k == "1" else f"Are there exactly {k} objects in the image?"
+
+
+def simple_yes_no(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    """A training-only warm-up question, yes or no with equal odds: "Is there anything <colour>?" or "Is there a
+    <shape>?". One attribute, no object to bind it to: the first visual lookup a tiny LLM learns, on which the
+    attribute-binding questions build (measured in benchmarks/bench_lmm_recipe.py)."""
+    vocab, present = (COLOURS, {o.colour for o in scene.objects}) if kind == "any_colour" else (
+        SHAPES, {o.shape for o in scene.objects})
+    absent = [v for v in vocab if v not in present]
+    yes = bool(rng.random() < 0.5) or not absent
+    pool = sorted(present) if yes else absent
+    value = pool[int(rng.integers(len(pool)))]
+    question = f"Is there anything {value} in the image?" if kind == "any_colour" else \
+        f"Is there {with_article(value)} in the image?"
+    return question, "Yes" if yes else "No"
 
 
 YES_NO_KINDS = ("existence", "count", "position", "color", "shape", "size")
+SIMPLE_KINDS = ("any_colour", "any_shape")  # training only (`simple_yes_no`)
+SIMPLE_SHARE = 1 / 3  # of the instruct turns (the lever "warm-up questions" of benchmarks/bench_lmm_recipe.py)
 OPEN_KINDS = ("colour", "shape", "size", "pattern", "count", "position", "describe")
 
 
@@ -163,25 +180,59 @@ def open_question(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[st
     raise ValueError(f"unknown question kind {kind!r}")
 
 
-def instruct_record(scene: Scene, seed: int) -> dict:
-    """A multi-turn conversation of 2-4 questions mixing open questions and yes/no questions."""
+def instruct_turns(scene: Scene, seed: int, simple_share: float = SIMPLE_SHARE) -> list[tuple[str, str]]:
+    """2-4 distinct (question, answer) turns: `simple_share` warm-up questions (`simple_yes_no`), the rest half
+    one half of an MME-style yes/no pair, half open questions. At most one turn per kind, so a conversation never
+    holds both halves of a pair (the second half would be answerable from the first)."""
     rng = rng_for(seed, scene.index, STREAM_LLAVA)
     turns: list[tuple[str, str]] = []
+    used: set[str] = set()
     for _ in range(int(rng.integers(2, 5))):
-        if rng.random() < 0.5:
+        draw = rng.random()
+        if draw < simple_share:
+            kind = SIMPLE_KINDS[int(rng.integers(len(SIMPLE_KINDS)))]
+            question, answer = simple_yes_no(kind, scene, rng)
+            turn = (question + SHORT_ANSWER, answer)
+        elif draw < simple_share + (1 - simple_share) / 2:
             kind = YES_NO_KINDS[int(rng.integers(len(YES_NO_KINDS)))]
-            pair = yes_no_pair(kind, scene, rng)
-            question, answer = pair[int(rng.integers(2))]
-            turns.append((question + SHORT_ANSWER, answer))
+            question, answer = yes_no_pair(kind, scene, rng)[int(rng.integers(2))]
+            turn = (question + SHORT_ANSWER, answer)
         else:
-            turns.append(open_question(OPEN_KINDS[int(rng.integers(len(OPEN_KINDS)))], scene, rng))
+            kind = OPEN_KINDS[int(rng.integers(len(OPEN_KINDS)))]
+            turn = open_question(kind, scene, rng)
+            kind = "open_" + kind
+        if kind not in used:
+            used.add(kind)
+            turns.append(turn)
+    return turns
+
+
+def as_conversation(first_prefix: str, turns: list[tuple[str, str]]) -> list[dict]:
     conversations = []
-    for t, (question, answer) in enumerate(dict.fromkeys(turns)):
-        conversations += [
-            {"from": "human", "value": ("<image>\n" if t == 0 else "") + question},
-            {"from": "gpt", "value": answer},
-        ]
-    return {"id": f"instruct-{scene.stem}", "image": scene.image_path(), "conversations": conversations}
+    for t, (question, answer) in enumerate(turns):
+        conversations += [{"from": "human", "value": (first_prefix if t == 0 else "") + question},
+                          {"from": "gpt", "value": answer}]
+    return conversations
+
+
+def instruct_record(scene: Scene, seed: int) -> dict:
+    """A multi-turn conversation about the image (`instruct_turns`)."""
+    return {"id": f"instruct-{scene.stem}", "image": scene.image_path(),
+            "conversations": as_conversation("<image>\n", instruct_turns(scene, seed))}
+
+
+def scene_text(scene: Scene) -> str:
+    """The scene written out, object by object in reading order: what the image shows, as text."""
+    objects = "; ".join(f"a {o.size} {o.colour} {o.pattern} {o.shape} {o.where}" for o in scene.objects)
+    return f"Objects: {objects}."
+
+
+def text_record(scene: Scene, seed: int) -> dict:
+    """The conversation of `instruct_record` with the image replaced by `scene_text`: text-only data on which the
+    demo's tiny LLM learns to answer these questions from a description before it ever sees image tokens (LLaVA
+    assumes a pretrained LLM; a random one never forms the lookup, issue 15)."""
+    return {"id": f"text-{scene.stem}", "conversations": as_conversation(scene_text(scene) + "\n",
+                                                                        instruct_turns(scene, seed))}
 
 
 def text_only_records() -> list[dict]:
