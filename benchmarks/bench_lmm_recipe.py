@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ class Recipe:
     llm_hidden: int
     llm_layers: int
     text_steps: int       # text pretraining of the LLM on WORLD/llava/text.json (0: random LLM)
+    text_batch: int
     projector_init: str   # match_text | keep
     align_steps: int
     align_lr: float
@@ -47,12 +49,15 @@ class Recipe:
     finetune_lr: float
     batch: int
     simple_share: float   # share of warm-up questions in the instruct conversations
+    per_image: int        # instruct questions per training image (single-turn conversations)
+    init_std: float | None  # the random LLM's initializer_range (None: Llama's 0.02)
 
 
 def demo_recipe() -> Recipe:
     c = PRESETS["default"]
-    return Recipe(c.llm_hidden, c.llm_layers, c.llm_text_steps, c.projector_init, c.align_steps, c.align_lr,
-                  c.finetune_steps, c.finetune_lr, c.lmm_batch, records.SIMPLE_SHARE)
+    return Recipe(c.llm_hidden, c.llm_layers, c.llm_text_steps, c.llm_text_batch, c.projector_init, c.align_steps,
+                  c.align_lr, c.finetune_steps, c.finetune_lr, c.lmm_batch, records.SIMPLE_SHARE,
+                  records.INSTRUCT_PER_IMAGE, c.llm_init_std)
 
 
 def arms(base: Recipe) -> dict[str, Recipe]:
@@ -62,16 +67,23 @@ def arms(base: Recipe) -> dict[str, Recipe]:
         "random_llm": replace(base, text_steps=0),
         "stock_init": replace(base, projector_init="keep"),
         "stock_init_lr1e-2": replace(base, projector_init="keep", align_lr=1e-2),
+        "no_align": replace(base, align_steps=0),
         "no_warmup_questions": replace(base, simple_share=0.0),
+        "llm_init_0.02": replace(base, init_std=None),
         f"llm_{other[0]}x{other[1]}": replace(base, llm_hidden=other[0], llm_layers=other[1]),
-        "finetune_x2": replace(base, finetune_steps=2 * base.finetune_steps),
-        "former_demo": Recipe(64, 2, 0, "keep", 40, 1e-2, 400, 1e-3, 16, 0.0),
+        "batch_half": replace(base, batch=base.batch // 2),
+        "questions_per_image_2": replace(base, per_image=2),
+        # before issue 15: random LLM, stock init, align lr 1e-2, 40 + 400 steps at batch 16, no warm-up questions
+        # (its data was one 2-4-turn conversation per image; 3 single-turn questions per image here)
+        "former_demo": Recipe(64, 2, 0, 32, "keep", 40, 1e-2, 400, 1e-3, 16, 0.0, 3, None),
     }
 
 
 class Bench:
     def __init__(self, run: Path, limit: int, max_len: int):
         self.run, self.out = run, run / "bench_lmm_recipe"
+        if not (run / "world" / "manifest.json").is_file() or not (run / "encoders" / "fgclip" / "hf").is_dir():
+            raise SystemExit(f"{run}: not a finished `fgclip-lmm demo` run (make demo, or pass --run DIR)")
         self.out.mkdir(parents=True, exist_ok=True)
         self.world = load_manifest(run / "world")
         self.max_len = max_len
@@ -95,28 +107,28 @@ class Bench:
         self.gray_row = self.feats.shape[0] - 1
         self.n_img = self.feats.shape[1]
 
-    def instruct(self, simple_share: float) -> list[dict]:
-        if simple_share == records.SIMPLE_SHARE:
+    def instruct(self, simple_share: float, per_image: int) -> list[dict]:
+        if simple_share == records.SIMPLE_SHARE and per_image == records.INSTRUCT_PER_IMAGE:
             return self.instruct_rows
         split = self.world["splits"]["train"]
         seed = self.world["seed"]
         scenes = [sample_scene(i, "train", seed) for i in range(split["first_index"],
                                                                 split["first_index"] + split["count"])]
-        return [{**records.instruct_record(s, seed),
-                 "conversations": records.as_conversation("<image>\n", records.instruct_turns(s, seed, simple_share))}
-                for s in scenes]
+        return [r for s in scenes for r in records.instruct_records(s, seed, per_image, simple_share)]
 
     def llm(self, recipe: Recipe, seed: int) -> Path:
         """The (cached) LLM of an arm: random, or text-pretrained for `recipe.text_steps`."""
-        base = self.out / f"llm_{recipe.llm_hidden}x{recipe.llm_layers}_s{seed}"
+        init = f"_init{recipe.init_std:g}" if recipe.init_std is not None else ""
+        base = self.out / f"llm_{recipe.llm_hidden}x{recipe.llm_layers}{init}_s{seed}"
         if not (base / "config.json").is_file():
-            write_demo_llm(base, self.world.path("tokenizers", "llm"), recipe.llm_hidden, recipe.llm_layers, seed)
+            write_demo_llm(base, self.world.path("tokenizers", "llm"), recipe.llm_hidden, recipe.llm_layers, seed,
+                           recipe.init_std)
         if not recipe.text_steps:
             return base
-        tuned = base.with_name(base.name + f"_text{recipe.text_steps}")
+        tuned = base.with_name(base.name + f"_text{recipe.text_steps}x{recipe.text_batch}")
         if not (tuned / "config.json").is_file():
             pretrain_text(base, tuned, TextPretrainConfig(str(self.world.path("llava", "text")), recipe.text_steps,
-                                                          recipe.batch, seed=seed), progress=False)
+                                                          recipe.text_batch, seed=seed), progress=False)
         return tuned
 
     def run_arm(self, recipe: Recipe, seed: int) -> dict:
@@ -130,7 +142,7 @@ class Bench:
         llm.resize_token_embeddings(len(tokenizer))
         projector = lib.projector_for(self.feats.shape[-1], llm.config.hidden_size, seed)
         align, _ = lib.encode_rows(self.align_rows, self.image_rows, tokenizer, "plain", self.n_img, self.max_len)
-        instruct, truncated = lib.encode_rows(self.instruct(recipe.simple_share), self.image_rows, tokenizer,
+        instruct, truncated = lib.encode_rows(self.instruct(recipe.simple_share, recipe.per_image), self.image_rows, tokenizer,
                                               "vicuna_v1", self.n_img, self.max_len)
         text_ids = torch.tensor([t for e in align[:64] for t in e.ids if t not in (image_id, pad)])
         init = lib.init_match_text(llm, projector, self.feats, text_ids) if recipe.projector_init == "match_text" \
@@ -197,8 +209,14 @@ def main() -> None:
             if key in results and results[key]["recipe"] == asdict(table[name]):
                 continue
             results[key] = bench.run_arm(table[name], seed)
-            results_file.write_text(json.dumps(results, indent=1))
+            # merge with what other processes wrote meanwhile (arms may run in parallel, one per core)
+            on_disk = json.loads(results_file.read_text()) if results_file.is_file() else {}
+            results = {**on_disk, **{k: v for k, v in results.items() if k == key or k not in on_disk}}
+            tmp = results_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            os.replace(tmp, results_file)
             print(summary_row(key, [results[key]]), flush=True)
+    results = json.loads(results_file.read_text()) if results_file.is_file() else results
     print("\n| arm | seeds | align: norm ratio / cosine | " + " | ".join(f"gain {c}" for c in COLUMNS)
           + " | POPE F1 | POPE yes% | wall s |")
     print("|---|---|---|" + "---|" * len(COLUMNS) + "---|---|---|")

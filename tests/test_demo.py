@@ -20,11 +20,18 @@ def test_tiny_demo_report(tmp_path):
     report = (out / "report.md").read_text()
     for section in SECTIONS:
         assert f"## {section}" in report, section
-    for png in ("loss_curves", "fgovd_test", "fgovd_heldout", "boxcls_retrieval", "pope", "attributes", "heatmaps"):
+    for png in ("loss_curves", "fgovd_test", "fgovd_heldout", "boxcls_retrieval", "pope", "attributes", "visual_gain",
+                "heatmaps"):
         assert (out / f"{png}.png").stat().st_size > 1000, png
     assert "<table>" in (out / "report.html").read_text()
     numbers = json.loads((out / "report.json").read_text())["numbers"]
     assert len(numbers) > 60 and verify_numbers(out / "report.json") == []
+    # the LMM verdicts come from the blind controls and the paired comparison of this run
+    sources = {n["file"] for n in numbers}
+    assert {"lmm_eval/compare/compare.json", "lmm_eval/fgclip/eval_lmm.json", "lmm_eval/clip/eval_lmm.json"} <= sources
+    assert sum(n["keys"][-1] == "visual_gain" for n in numbers) == 2 * 9  # 2 towers x (3 POPE splits + 6 pairs)
+    assert "Wins for" in report and "visual gain" in report
+    assert (out / "world" / "llava" / "text.json").is_file() and (out / "lmm" / "llm" / "text_pretrain.json").is_file()
     # tampering with a source file is detected
     stages = json.loads((out / "stages.json").read_text())
     stages["world"]["seconds"] += 1

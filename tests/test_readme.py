@@ -30,6 +30,7 @@ SHRINK = {
     "train-clip": ["--max_steps", "2", "--save_every", "2", "--eval_every", "2", "--micro_batch_size", "4",
                    "--warmup_steps", "1", "--log_every", "1"],
     "train-lmm": ["--max_steps", "2", "--save_every", "2", "--micro_batch_size", "2", "--log_every", "1"],
+    "tiny-llm": ["--pretrain-steps", "2", "--pretrain-batch", "4"],
     "eval-lmm": ["--limit", "4"],
     "lmms-eval": ["--limit", "4"],
 }

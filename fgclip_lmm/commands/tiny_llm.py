@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=64, help="hidden size: 16, 48 or a multiple of 32 (default 64)")
     p.add_argument("--layers", type=int, default=2, help="decoder layers (default 2)")
     p.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    p.add_argument("--init-std", type=float, default=None,
+                   help="initializer_range of the random weights (default: Llama's 0.02; the demo uses 0.125)")
     p.add_argument("--pretrain-text", default=None, help="text-only LLaVA JSON to pretrain on (WORLD/llava/text.json)")
     p.add_argument("--pretrain-steps", type=int, default=600, help="optimizer steps of --pretrain-text (default 600)")
     p.add_argument("--pretrain-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from fgclip_lmm.demo.pipeline import write_demo_llm
 
     logging.disable_progress_bar()  # no "Writing model shards" bar for a one-file checkpoint
-    out = write_demo_llm(Path(args.out), Path(args.tokenizer), args.hidden, args.layers, args.seed)
+    out = write_demo_llm(Path(args.out), Path(args.tokenizer), args.hidden, args.layers, args.seed, args.init_std)
     config = json.loads((out / "config.json").read_text())
     kind = "random"
     if args.pretrain_text:

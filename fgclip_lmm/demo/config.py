@@ -22,13 +22,14 @@ class DemoConfig:
     eval_every: int = 75
     llm_hidden: int = 64
     llm_layers: int = 2
+    llm_init_std: float = 0.125     # initializer_range of the random LLM (~hidden^-0.5; Llama's 0.02 learns slower)
     llm_text_steps: int = 800       # text pretraining of the random LLM on WORLD/llava/text.json (0: none)
     llm_text_lr: float = 1e-3
     llm_text_batch: int = 32
     projector_init: str = "match_text"  # train-lmm align: standardised, text-scaled projector (issue 15)
-    lmm_batch: int = 16
+    lmm_batch: int = 32
     align_steps: int = 150
-    finetune_steps: int = 2000
+    finetune_steps: int = 3000
     align_lr: float = 1e-3
     finetune_lr: float = 1e-3
     model_max_length: int = 384     # the longest world conversation is ~220 tokens with its 9 image tokens

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data.synth.generate import FORMAT as WORLD_FORMAT
 from ..data.synth.manifest import load_manifest
 from .config import DemoConfig
 from .stages import Stage, StageRunner, verify_hf_dir, verify_json
@@ -37,19 +38,22 @@ class DemoPaths:
         self.lmm_compare = out / "lmm_eval" / "compare"  # eval-lmm --compare fgclip clip
 
 
-def write_demo_llm(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seed: int) -> Path:
-    """A tiny random Llama over the world's LLM tokenizer (the same one for both LMMs)."""
+def write_demo_llm(out: Path, tokenizer_dir: Path, hidden: int, layers: int, seed: int,
+                   init_std: float | None = None) -> Path:
+    """A tiny random Llama over the world's LLM tokenizer (the same one for both LMMs); `init_std` overrides
+    Llama's initializer_range (0.02)."""
     from ..testing import write_tiny_llm
 
     return write_tiny_llm(out, "llama", hidden=hidden, layers=layers, heads=max(1, hidden // 16),
                           kv_heads=max(1, hidden // 32), intermediate=4 * hidden, tokenizer=tokenizer_dir,
-                          max_positions=1024, seed=seed)
+                          max_positions=1024, seed=seed, init_std=init_std)
 
 
 def llm_args(cfg: DemoConfig, paths: DemoPaths, world) -> list[str]:
     """`tiny-llm`: the random Llama both LMMs share, text-pretrained on the world's text-only conversations."""
     args = ["tiny-llm", "--tokenizer", str(world.path("tokenizers", "llm")), "--out", str(paths.llm), "--hidden",
-            str(cfg.llm_hidden), "--layers", str(cfg.llm_layers), "--seed", str(cfg.seed)]
+            str(cfg.llm_hidden), "--layers", str(cfg.llm_layers), "--seed", str(cfg.seed), "--init-std",
+            str(cfg.llm_init_std)]
     if cfg.llm_text_steps:
         args += ["--pretrain-text", str(world.path("llava", "text")), "--pretrain-steps", str(cfg.llm_text_steps),
                  "--pretrain-lr", str(cfg.llm_text_lr), "--pretrain-batch", str(cfg.llm_text_batch)]
@@ -86,7 +90,7 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
     stages = [Stage("world", lambda: runner.cli("world", [
         "synth", "--out", str(paths.world), "--images", str(cfg.images), "--seed", str(cfg.seed), "--size",
         str(cfg.image_size), "--overwrite"]), [(paths.world / "manifest.json", verify_json)],
-        cfg.fingerprint(*world_keys))]
+        {**cfg.fingerprint(*world_keys), "format": WORLD_FORMAT})]  # a new world format rebuilds the world
 
     def world():
         return load_manifest(paths.world)
@@ -105,7 +109,7 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
         stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name, cfg), outputs,
                             cfg.fingerprint(*clip_keys, "stage2_steps")))
 
-    llm_keys = ("llm_hidden", "llm_layers", "llm_text_steps", "llm_text_lr", "llm_text_batch")
+    llm_keys = ("llm_hidden", "llm_layers", "llm_init_std", "llm_text_steps", "llm_text_lr", "llm_text_batch")
     lmm_keys = clip_keys + ("stage2_steps", *llm_keys, "lmm_batch", "align_steps", "finetune_steps", "align_lr",
                             "finetune_lr", "model_max_length", "projector_init")
     stages.append(Stage("llm", lambda: runner.cli("llm", llm_args(cfg, paths, world())),

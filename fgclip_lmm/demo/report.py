@@ -20,7 +20,7 @@ from .stages import StageRunner
 
 SECTIONS = ("Run", "Encoder training", "FG-OVD-style accuracy by difficulty", "Box classification and retrieval",
             "LMM hallucination: POPE", "LMM attribute understanding", "Does the LMM look at the image? Blind controls",
-            "inside the LMM: paired differences", "Box-phrase similarity heatmaps",
+            "LMM paired differences", "Box-phrase similarity heatmaps",
             "Where FG-CLIP did not help", "Provenance")
 
 
@@ -79,7 +79,7 @@ class Blocks:
 
 
 def last_index(numbers: Numbers, path: Path, key: str) -> int:
-    rows = numbers._load(path)
+    rows = numbers.load(path)
     return max(i for i, r in enumerate(rows) if key in r)
 
 

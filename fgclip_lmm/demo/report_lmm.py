@@ -104,7 +104,7 @@ def paired_section(b: Blocks, nums: Numbers, paths: DemoPaths, gains: dict[str, 
                    names: tuple[str, str]) -> list[str]:
     """FG-CLIP - CLIP on the same questions (bootstrap interval + McNemar); returns lines for 'did not help'."""
     base, fine = names
-    b.h(f"{fine} - {base} inside the LMM: paired differences")
+    b.h(f"LMM paired differences: {fine} - {base}")
     b.p(f"Both LMMs answer the same questions, so each category is compared question by question: the difference "
         f"in accuracy ({fine} minus {base}) with a 95% paired bootstrap interval and McNemar's exact p-value on the "
         "questions only one of them got right. A difference is a win or a loss only when its interval excludes 0.")

@@ -107,7 +107,7 @@ def write_tiny_llm(
     out: str | Path, arch: str = "llama", hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2,
     intermediate: int | None = None, texts: Sequence[str] = DEFAULT_TEXTS, vocab_size: int = 400,
     tokenizer: str | Path | None = None, max_positions: int = 512, seed: int = 0,
-    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", init_std: float | None = None,
 ) -> Path:
     """A random causal LM of `arch` (see the module docstring) with a tokenizer trained on `texts` (x4)."""
     if arch not in LLM_ARCHS:
@@ -117,6 +117,8 @@ def write_tiny_llm(
     corpus = [t for t in texts for _ in range(4)]
     common = dict(hidden_size=hidden, intermediate_size=intermediate or 2 * hidden, num_hidden_layers=layers,
                   num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions)
+    if init_std is not None:
+        common["initializer_range"] = init_std
     if tokenizer is not None:
         tok = AutoTokenizer.from_pretrained(tokenizer)
         tok.save_pretrained(out)

@@ -15,8 +15,8 @@ Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/m
   - `images`: {split: "images/<split>"} (PNG, `<index:06d>.png`)
   - `stage1`: {split: "stage1/<split>.jsonl"} rows `{image, long_caption, short_caption}`
   - `finehard`: {split: "finehard/<split>.json"} (a JSON array, official item schema)
-  - `llava`: {align: train captions (LCS-558K style), instruct: train multi-turn QA + a few text-only rows,
-    instruct_val: val QA, text: the instruct conversations with the image written out as text (`scene_text`),
+  - `llava`: {align: train captions (LCS-558K style), instruct: train single-turn QA (8 per image) + a few
+    text-only rows, instruct_val: val QA, text: the instruct conversations with the image as text (`scene_text`),
     for pretraining a random LLM before it sees images} (LLaVA JSON)
   - `pope`: {random|popular|adversarial: parquet} (fields id, question_id, question, answer yes/no,
     image_source, image, category) and `mme`: parquet (question_id "<category>/<stem>.png" shared by a Yes/No
@@ -165,9 +165,9 @@ def generate(config: SynthConfig) -> dict:
         ]
         files["finehard"][split] = write_json(root, f"finehard/{split}.json", finehard_items[split])
     align = [rec.align_record(s, config.seed) for s in by_split["train"]]
-    instruct = [rec.instruct_record(s, config.seed) for s in by_split["train"]] + rec.text_only_records()
-    instruct_val = [rec.instruct_record(s, config.seed) for s in by_split["val"]]
-    text = [rec.text_record(s, config.seed) for s in by_split["train"]]
+    instruct = [r for s in by_split["train"] for r in rec.instruct_records(s, config.seed)] + rec.text_only_records()
+    instruct_val = [r for s in by_split["val"] for r in rec.instruct_records(s, config.seed)]
+    text = [r for s in by_split["train"] for r in rec.text_records(s, config.seed)]
     files["llava"] = {
         "text": write_json(root, "llava/text.json", text),
         "align": write_json(root, "llava/align.json", align),

@@ -15,7 +15,7 @@ from fgclip_lmm.data.finehard import FineHardConfig
 from fgclip_lmm.data.llava_json import LlavaJsonConfig
 from fgclip_lmm.data.pairs import PairsConfig
 
-FORMAT = "fgclip-lmm-synth/1"
+FORMAT = "fgclip-lmm-synth/2"  # 2: single-turn instruct QA, llava/text.json, balanced count pairs
 
 
 @dataclass(frozen=True)

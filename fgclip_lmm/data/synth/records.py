@@ -153,7 +153,8 @@ def simple_yes_no(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[st
 
 YES_NO_KINDS = ("existence", "count", "position", "color", "shape", "size")
 SIMPLE_KINDS = ("any_colour", "any_shape")  # training only (`simple_yes_no`)
-SIMPLE_SHARE = 1 / 3  # of the instruct turns (the lever "warm-up questions" of benchmarks/bench_lmm_recipe.py)
+SIMPLE_SHARE = 0.5  # of the instruct questions (the lever "warm-up questions" of benchmarks/bench_lmm_recipe.py)
+INSTRUCT_PER_IMAGE = 8  # single-turn instruct conversations per training image
 OPEN_KINDS = ("colour", "shape", "size", "pattern", "count", "position", "describe")
 
 
@@ -180,31 +181,25 @@ def open_question(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[st
     raise ValueError(f"unknown question kind {kind!r}")
 
 
-def instruct_turns(scene: Scene, seed: int, simple_share: float = SIMPLE_SHARE) -> list[tuple[str, str]]:
-    """2-4 distinct (question, answer) turns: `simple_share` warm-up questions (`simple_yes_no`), the rest half
-    one half of an MME-style yes/no pair, half open questions. At most one turn per kind, so a conversation never
-    holds both halves of a pair (the second half would be answerable from the first)."""
+def instruct_turn(scene: Scene, rng: np.random.Generator, simple_share: float = SIMPLE_SHARE) -> tuple[str, str]:
+    """One (question, answer): a warm-up question (`simple_yes_no`) with probability `simple_share`, else one half
+    of an MME-style yes/no pair (70%) or an open question (30%)."""
+    draw = rng.random()
+    if draw < simple_share:
+        question, answer = simple_yes_no(SIMPLE_KINDS[int(rng.integers(len(SIMPLE_KINDS)))], scene, rng)
+        return question + SHORT_ANSWER, answer
+    if draw < simple_share + 0.7 * (1 - simple_share):
+        kind = YES_NO_KINDS[int(rng.integers(len(YES_NO_KINDS)))]
+        question, answer = yes_no_pair(kind, scene, rng)[int(rng.integers(2))]
+        return question + SHORT_ANSWER, answer
+    return open_question(OPEN_KINDS[int(rng.integers(len(OPEN_KINDS)))], scene, rng)
+
+
+def instruct_turns(scene: Scene, seed: int, per_image: int = INSTRUCT_PER_IMAGE,
+                   simple_share: float = SIMPLE_SHARE) -> list[tuple[str, str]]:
+    """Up to `per_image` distinct questions about one image (`instruct_turn`)."""
     rng = rng_for(seed, scene.index, STREAM_LLAVA)
-    turns: list[tuple[str, str]] = []
-    used: set[str] = set()
-    for _ in range(int(rng.integers(2, 5))):
-        draw = rng.random()
-        if draw < simple_share:
-            kind = SIMPLE_KINDS[int(rng.integers(len(SIMPLE_KINDS)))]
-            question, answer = simple_yes_no(kind, scene, rng)
-            turn = (question + SHORT_ANSWER, answer)
-        elif draw < simple_share + (1 - simple_share) / 2:
-            kind = YES_NO_KINDS[int(rng.integers(len(YES_NO_KINDS)))]
-            question, answer = yes_no_pair(kind, scene, rng)[int(rng.integers(2))]
-            turn = (question + SHORT_ANSWER, answer)
-        else:
-            kind = OPEN_KINDS[int(rng.integers(len(OPEN_KINDS)))]
-            turn = open_question(kind, scene, rng)
-            kind = "open_" + kind
-        if kind not in used:
-            used.add(kind)
-            turns.append(turn)
-    return turns
+    return list(dict.fromkeys(instruct_turn(scene, rng, simple_share) for _ in range(per_image)))
 
 
 def as_conversation(first_prefix: str, turns: list[tuple[str, str]]) -> list[dict]:
@@ -215,10 +210,15 @@ def as_conversation(first_prefix: str, turns: list[tuple[str, str]]) -> list[dic
     return conversations
 
 
-def instruct_record(scene: Scene, seed: int) -> dict:
-    """A multi-turn conversation about the image (`instruct_turns`)."""
-    return {"id": f"instruct-{scene.stem}", "image": scene.image_path(),
-            "conversations": as_conversation("<image>\n", instruct_turns(scene, seed))}
+def instruct_records(scene: Scene, seed: int, per_image: int = INSTRUCT_PER_IMAGE,
+                     simple_share: float = SIMPLE_SHARE) -> list[dict]:
+    """Single-turn conversations about the image, one per question of `instruct_turns`. Single-turn because a
+    tiny LLM learns to read the image tokens much faster when the question follows them directly (a question in a
+    later turn must look back across earlier ones; `benchmarks/README.md`, issue 15); a pair's two halves can
+    only ever sit in different conversations."""
+    return [{"id": f"instruct-{scene.stem}-{k}", "image": scene.image_path(),
+             "conversations": as_conversation("<image>\n", [turn])}
+            for k, turn in enumerate(instruct_turns(scene, seed, per_image, simple_share))]
 
 
 def scene_text(scene: Scene) -> str:
@@ -227,12 +227,12 @@ def scene_text(scene: Scene) -> str:
     return f"Objects: {objects}."
 
 
-def text_record(scene: Scene, seed: int) -> dict:
-    """The conversation of `instruct_record` with the image replaced by `scene_text`: text-only data on which the
-    demo's tiny LLM learns to answer these questions from a description before it ever sees image tokens (LLaVA
-    assumes a pretrained LLM; a random one never forms the lookup, issue 15)."""
-    return {"id": f"text-{scene.stem}", "conversations": as_conversation(scene_text(scene) + "\n",
-                                                                        instruct_turns(scene, seed))}
+def text_records(scene: Scene, seed: int, per_image: int = INSTRUCT_PER_IMAGE) -> list[dict]:
+    """The conversations of `instruct_records` with the image replaced by `scene_text`: text-only data on which
+    the demo's tiny LLM learns to answer these questions from a description before it ever sees image tokens
+    (LLaVA assumes a pretrained LLM; a random one never forms the lookup, issue 15)."""
+    return [{"id": f"text-{scene.stem}-{k}", "conversations": as_conversation(scene_text(scene) + "\n", [turn])}
+            for k, turn in enumerate(instruct_turns(scene, seed, per_image))]
 
 
 def text_only_records() -> list[dict]:
