@@ -40,10 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     stages = build_stages(cfg, paths, runner)
     if not args.report_only:
-        with tqdm(stages, desc="demo", unit="stage", dynamic_ncols=True) as bar:
-            for stage in bar:
-                bar.set_postfix_str(stage.name)
-                runner.execute(stage, bar)
+        with tqdm(total=len(stages), desc="demo", unit="stage", dynamic_ncols=True) as bar:
+            runner.run_stages(stages, bar)
     from .report import write_report
 
     report = write_report(cfg, paths, runner, [s.name for s in stages], wall_seconds=time.perf_counter() - start)

@@ -1,6 +1,7 @@
 """The demo pipeline: synthetic world -> CLIP baseline vs FG-CLIP (DeepSpeed) -> encoder benchmarks -> two LMMs
 (same tiny LLM, data, steps and seed; one per tower) -> align + finetune -> lmms-eval tasks with blind controls
--> paired FG-CLIP vs CLIP comparison -> report.
+-> paired FG-CLIP vs CLIP comparison -> report. The two LMMs train and evaluate in parallel lanes (one per
+tower, the cores shared between them; `stages.StageRunner.run_stages`).
 `--encoder fgclip2` runs the same comparison with tiny SigLIP 2 NaFlex / FG-CLIP 2 encoders (`fgclip2` towers).
 
 Fairness: both encoders share stage 1 (S1 steps); FG-CLIP then runs stage 2 for S2 steps while the CLIP baseline
@@ -150,15 +151,15 @@ def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str
             "assemble", "--tower", f"{cfg.encoder}:{paths.encoder[name] / 'hf'}", "--llm", str(paths.llm),
             "--projector", "mlp2x_gelu", "--template", "vicuna_v1", "--out", str(paths.assembled[name]),
             *(["--image-size", str(cfg.image_size)] if cfg.encoder == "fgclip2" else [])]),
-              [(paths.assembled[name], verify_hf_dir)], fingerprint),
+              [(paths.assembled[name], verify_hf_dir)], fingerprint, lane=name),
         Stage(f"lmm_{name}_align", lambda: train("align", paths.assembled[name], "align", cfg.align_steps,
                                                  cfg.align_lr, paths.align[name]),
-              [(paths.align[name] / "hf", verify_hf_dir)], fingerprint),
+              [(paths.align[name] / "hf", verify_hf_dir)], fingerprint, lane=name),
         Stage(f"lmm_{name}_finetune", lambda: train("finetune", paths.align[name] / "hf", "instruct",
                                                     cfg.finetune_steps, cfg.finetune_lr, paths.finetune[name]),
-              [(paths.finetune[name] / "hf", verify_hf_dir)], fingerprint),
+              [(paths.finetune[name] / "hf", verify_hf_dir)], fingerprint, lane=name),
         Stage(f"lmm_{name}_eval", evaluate, [(paths.lmm_eval[name] / "eval_lmm.json", verify_json)],
-              {**fingerprint, "pope_limit": cfg.pope_limit, "attr_limit": cfg.attr_limit}),
+              {**fingerprint, "pope_limit": cfg.pope_limit, "attr_limit": cfg.attr_limit}, lane=name),
     ]
 
 
