@@ -51,13 +51,14 @@ class Recipe:
     simple_share: float   # share of warm-up questions in the instruct conversations
     per_image: int        # instruct questions per training image (single-turn conversations)
     init_std: float | None  # the random LLM's initializer_range (None: Llama's 0.02)
+    template: str         # chat template of text pretraining and finetuning
 
 
 def demo_recipe() -> Recipe:
     c = PRESETS["default"]
     return Recipe(c.llm_hidden, c.llm_layers, c.llm_text_steps, c.llm_text_batch, c.projector_init, c.align_steps,
                   c.align_lr, c.finetune_steps, c.finetune_lr, c.lmm_batch, records.SIMPLE_SHARE,
-                  records.INSTRUCT_PER_IMAGE, c.llm_init_std)
+                  records.INSTRUCT_PER_IMAGE, c.llm_init_std, c.template)
 
 
 def arms(base: Recipe) -> dict[str, Recipe]:
@@ -75,7 +76,8 @@ def arms(base: Recipe) -> dict[str, Recipe]:
         "questions_per_image_2": replace(base, per_image=2),
         # before issue 15: random LLM, stock init, align lr 1e-2, 40 + 400 steps at batch 16, no warm-up questions
         # (its data was one 2-4-turn conversation per image; 3 single-turn questions per image here)
-        "former_demo": Recipe(64, 2, 0, 32, "keep", 40, 1e-2, 400, 1e-3, 16, 0.0, 3, None),
+        "vicuna_v1_system_prompt": replace(base, template="vicuna_v1"),
+        "former_demo": Recipe(64, 2, 0, 32, "keep", 40, 1e-2, 400, 1e-3, 16, 0.0, 3, None, "vicuna_v1"),
     }
 
 
@@ -125,10 +127,11 @@ class Bench:
                            recipe.init_std)
         if not recipe.text_steps:
             return base
-        tuned = base.with_name(base.name + f"_text{recipe.text_steps}x{recipe.text_batch}")
+        tuned = base.with_name(base.name + f"_text{recipe.text_steps}x{recipe.text_batch}_{recipe.template}")
         if not (tuned / "config.json").is_file():
             pretrain_text(base, tuned, TextPretrainConfig(str(self.world.path("llava", "text")), recipe.text_steps,
-                                                          recipe.text_batch, seed=seed), progress=False)
+                                                          recipe.text_batch, template=recipe.template,
+                                                          seed=seed), progress=False)
         return tuned
 
     def run_arm(self, recipe: Recipe, seed: int) -> dict:
@@ -142,8 +145,8 @@ class Bench:
         llm.resize_token_embeddings(len(tokenizer))
         projector = lib.projector_for(self.feats.shape[-1], llm.config.hidden_size, seed)
         align, _ = lib.encode_rows(self.align_rows, self.image_rows, tokenizer, "plain", self.n_img, self.max_len)
-        instruct, truncated = lib.encode_rows(self.instruct(recipe.simple_share, recipe.per_image), self.image_rows, tokenizer,
-                                              "vicuna_v1", self.n_img, self.max_len)
+        instruct, truncated = lib.encode_rows(self.instruct(recipe.simple_share, recipe.per_image), self.image_rows,
+                                              tokenizer, recipe.template, self.n_img, self.max_len)
         text_ids = torch.tensor([t for e in align[:64] for t in e.ids if t not in (image_id, pad)])
         init = lib.init_match_text(llm, projector, self.feats, text_ids) if recipe.projector_init == "match_text" \
             else {}
@@ -153,7 +156,7 @@ class Bench:
         t_ft = lib.train_stage(llm, projector, self.feats, instruct, recipe.finetune_steps, recipe.finetune_lr,
                                recipe.batch, image_id, pad, train_llm=True, seed=seed)
         scores = lib.evaluate(llm, projector, self.feats, self.questions, self.gray_row, tokenizer, self.n_img,
-                              image_id, pad, seed)
+                              image_id, pad, recipe.template, seed)
         return {"recipe": asdict(recipe), "seed": seed, "init": init, "health_after_align": after_align,
                 "truncated_instruct": truncated, "seconds": {"align": t_align, "finetune": t_ft,
                                                              "total": time.perf_counter() - start},

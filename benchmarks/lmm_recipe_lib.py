@@ -3,10 +3,10 @@
 The tower is frozen in both LLaVA stages, so its features are a function of the image: they are computed once per
 image (`fgclip_lmm.tower.build_tower`, the demo's feature layer and patch tokens) and each arm trains only what
 train-lmm trains, the stock HF projector (`LlavaMultiModalProjector`) and the LLM (`LlamaForCausalLM`), in the same
-way: the world's LLaVA JSON encoded by `fgclip_lmm.lmm.encode.encode_sample` (plain template for align, vicuna_v1
-for finetune; answer-only labels; `<image>` expanded to the tower's tokens), image tokens spliced at the `<image>`
-positions, AdamW with warmup + cosine, clipping 1.0. Not train-lmm itself because an arm would then cost a
-DeepSpeed engine and a tower forward per step, and the table needs a dozen arms on a laptop.
+way: the world's LLaVA JSON encoded by `fgclip_lmm.lmm.encode.encode_sample` (plain template for align, the
+arm's template for finetune; answer-only labels; `<image>` expanded to the tower's tokens), image tokens spliced
+at the `<image>` positions, AdamW with warmup + cosine, clipping 1.0. Not train-lmm itself because an arm would
+then cost a DeepSpeed engine and a tower forward per step, and the table needs a dozen arms on a laptop.
 
 Evaluation asks the world's POPE and MME-style questions (the parquet files eval-lmm reads) and reads P(yes) from
 the first answer token, with the image, a gray image and another image of the set (eval-lmm's controls).
@@ -167,12 +167,12 @@ def world_questions(world, limit: int) -> tuple[list[Question], list[Image.Image
 
 @torch.no_grad()
 def p_yes(llm, projector, feats, questions: list[Question], rows: list[int], tokenizer, n_img: int,
-          image_id: int, pad: int, batch: int = 64) -> np.ndarray:
-    """P(yes) renormalised over the first answer tokens of "Yes" and "No" (vicuna_v1 prompt, image first)."""
+          image_id: int, pad: int, template: str, batch: int = 64) -> np.ndarray:
+    """P(yes) renormalised over the first answer tokens of "Yes" and "No" (the arm's template, image first)."""
     def encoded(q: Question, answer: str):
         row = {"id": "q", "image": "x", "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{q.question}"},
                                                            {"from": "gpt", "value": answer}]}
-        return encode_sample(row, tokenizer, "vicuna_v1", n_img, 4096)
+        return encode_sample(row, tokenizer, template, n_img, 4096)
     out = []
     for i in range(0, len(questions), batch):
         chunk = questions[i:i + batch]
@@ -199,12 +199,13 @@ def derangement(rows: list[int], seed: int) -> dict[int, int]:
 
 
 def evaluate(llm, projector, feats, questions: list[Question], gray_row: int, tokenizer, n_img: int, image_id: int,
-             pad: int, seed: int = 0) -> dict[str, dict[str, float]]:
+             pad: int, template: str, seed: int = 0) -> dict[str, dict[str, float]]:
     """Per kind: accuracy with the image / gray / shuffled (%), visual gain, yes-rate; POPE kinds add F1."""
     rows = [q.image for q in questions]
     shuffle = derangement(rows, seed)
     runs = {"image": rows, "gray": [gray_row] * len(rows), "shuffled": [shuffle[r] for r in rows]}
-    probs = {k: p_yes(llm, projector, feats, questions, r, tokenizer, n_img, image_id, pad) for k, r in runs.items()}
+    probs = {k: p_yes(llm, projector, feats, questions, r, tokenizer, n_img, image_id, pad, template)
+             for k, r in runs.items()}
     truth = np.array([q.yes for q in questions])
     kinds = np.array([q.kind for q in questions])
     out = {}

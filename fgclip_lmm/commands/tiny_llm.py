@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=int, default=600, help="optimizer steps of --pretrain-text (default 600)")
     p.add_argument("--pretrain-lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--pretrain-batch", type=int, default=32, help="conversations per step (default 32)")
+    p.add_argument("--pretrain-template", default="vicuna_v1",
+                   help="chat template of the text (use the LMM's, `assemble --template`; default vicuna_v1)")
     return p
 
 
@@ -48,6 +50,10 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--tokenizer {tokenizer}: no tokenizer.json, tokenizer.model or vocab.json in it"
     if args.pretrain_text is not None and not Path(args.pretrain_text).is_file():
         return f"--pretrain-text {args.pretrain_text}: no such file (the world's is WORLD/llava/text.json)"
+    from fgclip_lmm.lmm.templates import TEMPLATES
+
+    if args.pretrain_template not in TEMPLATES:
+        return f"--pretrain-template {args.pretrain_template}: unknown; known: {', '.join(TEMPLATES)}"
     if args.pretrain_steps < 1 or args.pretrain_batch < 1 or args.pretrain_lr <= 0:
         return "--pretrain-steps and --pretrain-batch must be >= 1 and --pretrain-lr > 0"
     return None
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         from fgclip_lmm.lmm.text_pretrain import TextPretrainConfig, pretrain_text
 
         record = pretrain_text(out, out, TextPretrainConfig(args.pretrain_text, args.pretrain_steps,
-                                                            args.pretrain_batch, args.pretrain_lr, seed=args.seed))
+                                                            args.pretrain_batch, args.pretrain_lr,
+                                                            template=args.pretrain_template, seed=args.seed))
         kind = (f"text-pretrained ({args.pretrain_steps} steps on {record['used']} conversations, loss "
                 f"{record['loss_first']:.3f} -> {record['loss_last']:.3f}, {record['seconds']:.0f} s)")
     print(f"wrote {out}: {kind} Llama, hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "

@@ -27,6 +27,7 @@ class DemoConfig:
     llm_text_lr: float = 1e-3
     llm_text_batch: int = 32
     projector_init: str = "match_text"  # train-lmm align: standardised, text-scaled projector (issue 15)
+    template: str = "vicuna_v1_nosys"   # vicuna_v1 without the system prompt (3x shorter samples at this size)
     lmm_batch: int = 32
     align_steps: int = 150
     finetune_steps: int = 3000

@@ -57,7 +57,8 @@ def llm_args(cfg: DemoConfig, paths: DemoPaths, world) -> list[str]:
             str(cfg.llm_init_std)]
     if cfg.llm_text_steps:
         args += ["--pretrain-text", str(world.path("llava", "text")), "--pretrain-steps", str(cfg.llm_text_steps),
-                 "--pretrain-lr", str(cfg.llm_text_lr), "--pretrain-batch", str(cfg.llm_text_batch)]
+                 "--pretrain-lr", str(cfg.llm_text_lr), "--pretrain-batch", str(cfg.llm_text_batch),
+                 "--pretrain-template", cfg.template]
     return args
 
 
@@ -110,7 +111,8 @@ def build_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner) -> list
         stages.append(Stage(f"bench_{name}", lambda name=name: run_benches(paths, name, cfg), outputs,
                             cfg.fingerprint(*clip_keys, "stage2_steps")))
 
-    llm_keys = ("llm_hidden", "llm_layers", "llm_init_std", "llm_text_steps", "llm_text_lr", "llm_text_batch")
+    llm_keys = ("llm_hidden", "llm_layers", "llm_init_std", "llm_text_steps", "llm_text_lr", "llm_text_batch",
+                "template")
     lmm_keys = clip_keys + ("stage2_steps", *llm_keys, "lmm_batch", "align_steps", "finetune_steps", "align_lr",
                             "finetune_lr", "model_max_length", "projector_init")
     stages.append(Stage("llm", lambda: runner.cli("llm", llm_args(cfg, paths, world())),
@@ -149,7 +151,7 @@ def lmm_stages(cfg: DemoConfig, paths: DemoPaths, runner: StageRunner, name: str
     return [
         Stage(f"lmm_{name}_assemble", lambda: runner.cli(f"lmm_{name}_assemble", [
             "assemble", "--tower", f"{cfg.encoder}:{paths.encoder[name] / 'hf'}", "--llm", str(paths.llm),
-            "--projector", "mlp2x_gelu", "--template", "vicuna_v1", "--out", str(paths.assembled[name]),
+            "--projector", "mlp2x_gelu", "--template", cfg.template, "--out", str(paths.assembled[name]),
             *(["--image-size", str(cfg.image_size)] if cfg.encoder == "fgclip2" else [])]),
               [(paths.assembled[name], verify_hf_dir)], fingerprint, lane=name),
         Stage(f"lmm_{name}_align", lambda: train("align", paths.assembled[name], "align", cfg.align_steps,

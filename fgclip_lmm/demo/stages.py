@@ -70,6 +70,14 @@ class StageRunner:
         return bool(record and record.get("fingerprint") == stage.fingerprint
                     and all(check(path) for path, check in stage.outputs))
 
+    def _run_lane(self, lane: list[Stage], bar, threads: int, errors: list[BaseException]) -> None:
+        try:
+            for stage in lane:
+                self.execute(stage, bar, threads=threads)
+                bar.update()
+        except BaseException as error:  # reported after the other lanes finish
+            errors.append(error)
+
     def execute(self, stage: Stage, bar, threads: int | None = None) -> None:
         if self.complete(stage):
             bar.write(f"[demo] {stage.name}: complete, outputs verified - skipped")
@@ -102,19 +110,10 @@ class StageRunner:
                     bar.update()
                 continue
             cores = os.cpu_count() or 1
-            per_lane = max(1, cores // len(lanes))
             errors: list[BaseException] = []
-
-            def run_lane(lane: list[Stage]) -> None:
-                try:
-                    for stage in lane:
-                        self.execute(stage, bar, threads=per_lane)
-                        bar.update()
-                except BaseException as error:  # reported after the other lanes finish
-                    errors.append(error)
-
             bar.set_postfix_str(" | ".join(lanes))
-            workers = [threading.Thread(target=run_lane, args=(lane,)) for lane in lanes.values()]
+            workers = [threading.Thread(target=self._run_lane, args=(lane, bar, max(1, cores // len(lanes)), errors))
+                       for lane in lanes.values()]
             for worker in workers:
                 worker.start()
             for worker in workers:
