@@ -10,6 +10,7 @@ import pytest
 from lmms_eval.tasks import TaskManager
 from PIL import Image
 
+from fgclip_lmm.data.synth.manifest import FORMAT
 from fgclip_lmm.eval.lmm import tasks_dir as lmms_tasks
 from fgclip_lmm.eval.lmm.cli import EvalInputError, main, parse_args, preflight
 from fgclip_lmm.eval.lmm.features import image_key
@@ -67,7 +68,7 @@ def _fake_world(root: Path, pope: dict[str, list[dict]], mme: list[dict]) -> Pat
     for split, rows in pope.items():
         write_parquet(rows, POPE_FEATURES, root / files["pope"][split])
     write_parquet(mme, ATTR_FEATURES, root / files["mme"])
-    (root / "manifest.json").write_text(json.dumps({"format": "fgclip-lmm-synth/1", "files": files}))
+    (root / "manifest.json").write_text(json.dumps({"format": FORMAT, "files": files}))
     return root
 
 

@@ -3,7 +3,7 @@
 Downstream code (trainers, evals, demo) finds every artifact ONLY through `DIR/manifest.json`
 (`fgclip_lmm.data.synth.manifest.load_manifest` reads it). All paths in it are relative to DIR. Keys:
 
-* `format` ("fgclip-lmm-synth/1"), `seed`, `image_size`, `num_images`.
+* `format` ("fgclip-lmm-synth/2"), `seed`, `image_size`, `num_images`.
 * `splits`: {train|val|test|heldout: {"count", "first_index"}}; images of a split are disjoint from all others,
   and `heldout` images each hold at least one (colour, shape) pair that never occurs (in images or texts)
   anywhere else: `heldout_combinations` lists those pairs.
