@@ -107,7 +107,10 @@ def paired_section(b: Blocks, nums: Numbers, paths: DemoPaths, gains: dict[str, 
     b.h(f"LMM paired differences: {fine} - {base}")
     b.p(f"Both LMMs answer the same questions, so each category is compared question by question: the difference "
         f"in accuracy ({fine} minus {base}) with a 95% paired bootstrap interval and McNemar's exact p-value on the "
-        "questions only one of them got right. A difference is a win or a loss only when its interval excludes 0.")
+        "questions only one of them got right. A difference is a win or a loss only when its interval excludes 0. "
+        "The interval covers question sampling, not training noise: there is one LMM per tower (one seed), and "
+        "LMMs trained from the same recipe on towers from another run can differ by ~10 points in a category, so "
+        "a win or a loss here needs a second seed before it is cited.")
     path = paths.lmm_compare / "compare.json"
     index = {(r["task"], r["category"]): i for i, r in enumerate(nums.load(path)["categories"])}
     rows, wins, losses, ties = [], [], [], []
