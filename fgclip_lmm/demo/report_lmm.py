@@ -109,7 +109,7 @@ def paired_section(b: Blocks, nums: Numbers, paths: DemoPaths, gains: dict[str, 
         f"in accuracy ({fine} minus {base}) with a 95% paired bootstrap interval and McNemar's exact p-value on the "
         "questions only one of them got right. A difference is a win or a loss only when its interval excludes 0. "
         "The interval covers question sampling, not training noise: there is one LMM per tower (one seed), and "
-        "LMMs trained from the same recipe on towers from another run can differ by ~10 points in a category, so "
+        "LMMs trained from the same recipe on towers from another run can differ by several points in a category, so "
         "a win or a loss here needs a second seed before it is cited.")
     path = paths.lmm_compare / "compare.json"
     index = {(r["task"], r["category"]): i for i, r in enumerate(nums.load(path)["categories"])}
