@@ -26,6 +26,7 @@ from transformers import LlavaConfig
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from fgclip_lmm.constants import POPE_SPLITS
+from fgclip_lmm.data.synth.records import SHORT_ANSWER
 from fgclip_lmm.lmm.encode import IGNORE_INDEX, SampleError, encode_sample
 from fgclip_lmm.lmm.health import image_token_health
 from fgclip_lmm.lmm.projector_init import match_text_weights
@@ -141,7 +142,7 @@ def init_match_text(llm, projector, feats: torch.Tensor, text_ids: torch.Tensor)
 @dataclass
 class Question:
     kind: str  # "pope_<split>" or an MME category
-    question: str
+    question: str  # the prompt text eval-lmm asks (task post_prompt applied)
     yes: bool
     image: int  # row of the feature bank
 
@@ -152,6 +153,12 @@ def world_questions(world, limit: int) -> tuple[list[Question], list[Image.Image
     frames = [(f"pope_{s}", pd.read_parquet(world.path("pope", s))) for s in POPE_SPLITS]
     mme = pd.read_parquet(world.path("mme"))
     frames += [(c, mme[mme["category"] == c]) for c in sorted(mme["category"].unique())]
+    # the prompts eval-lmm's task YAMLs build: lmms-eval's own doc_to_text with the tasks' post_prompt
+    from lmms_eval.tasks.mme.utils import mme_doc_to_text
+    from lmms_eval.tasks.pope.utils import pope_doc_to_text
+
+    prompts = {True: pope_doc_to_text, False: mme_doc_to_text}
+    prompt_kwargs = {"pre_prompt": "", "post_prompt": SHORT_ANSWER}
     images: dict[bytes, int] = {}
     decoded: list[Image.Image] = []
     out = []
@@ -161,7 +168,8 @@ def world_questions(world, limit: int) -> tuple[list[Question], list[Image.Image
             if data not in images:
                 images[data] = len(decoded)
                 decoded.append(Image.open(io.BytesIO(data)).convert("RGB"))
-            out.append(Question(kind, str(row.question), str(row.answer).strip().lower() == "yes", images[data]))
+            prompt = prompts[kind.startswith("pope_")]({"question": row.question}, prompt_kwargs)
+            out.append(Question(kind, prompt, str(row.answer).strip().lower() == "yes", images[data]))
     return out, decoded
 
 
