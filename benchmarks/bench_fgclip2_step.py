@@ -13,8 +13,6 @@ the table gives medians and their ratio, plus each step's analytic train FLOPs (
 """
 from __future__ import annotations
 
-import contextlib
-
 import common
 import presets
 import torch
@@ -66,12 +64,7 @@ def make_step(model, batch, device, dtype):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-        with ctx:
-            loss = model(**batch)["loss"]
-        loss.backward()
-        optimizer.step()
+        common.train_step(model, batch, optimizer, device, dtype)
     return step
 
 

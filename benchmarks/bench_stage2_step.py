@@ -18,8 +18,6 @@ tests/test_model_text_buckets.py); the table gives median step times and speedup
 """
 from __future__ import annotations
 
-import contextlib
-
 import common
 import presets
 import torch
@@ -54,12 +52,7 @@ def run(size: str, device: torch.device, batch: int, boxes: int = 4, negatives: 
     def step(name: str):
         def call():
             set_variant(model, *VARIANTS[name])
-            optimizer.zero_grad(set_to_none=True)
-            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-            with ctx:
-                loss = model(**data)["loss"]
-            loss.backward()
-            optimizer.step()
+            loss = common.train_step(model, data, optimizer, device, dtype)
             losses.setdefault(name, float(loss.detach()))  # first call: all variants see the same weights
         return call
 

@@ -14,6 +14,7 @@ as `python benchmarks/<name>.py` without an install). Timing rules, used by ever
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -277,3 +278,15 @@ def finish(name: str, args: argparse.Namespace, device: torch.device, results: d
                                 "results": results})
     print(f"\nwrote {out}")
     return out
+
+
+def train_step(model, batch: dict, optimizer, device, dtype: str):
+    """One optimizer step of a model whose output holds "loss": zero grads, forward (bf16 autocast when `dtype` is
+    "bf16"), backward, step; returns the loss tensor."""
+    optimizer.zero_grad(set_to_none=True)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    with ctx:
+        loss = model(**batch)["loss"]
+    loss.backward()
+    optimizer.step()
+    return loss

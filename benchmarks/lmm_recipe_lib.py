@@ -27,9 +27,11 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from fgclip_lmm.constants import POPE_SPLITS
 from fgclip_lmm.data.synth.records import SHORT_ANSWER
+from fgclip_lmm.lmm.dataset import pad_tokens
 from fgclip_lmm.lmm.encode import IGNORE_INDEX, SampleError, encode_sample
 from fgclip_lmm.lmm.health import image_token_health
 from fgclip_lmm.lmm.projector_init import match_text_weights
+from fgclip_lmm.train.task import warmup_cosine
 
 IMAGE_TOKEN = "<image>"
 
@@ -88,15 +90,8 @@ def splice(llm, projector, feats: torch.Tensor, ids: torch.Tensor, rows: list[in
 
 
 def collate(batch: list[Encoded], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad)
-    labels = torch.full((len(batch), width), IGNORE_INDEX)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for r, e in enumerate(batch):
-        ids[r, :len(e.ids)] = torch.tensor(e.ids)
-        labels[r, :len(e.labels)] = torch.tensor(e.labels)
-        mask[r, :len(e.ids)] = 1
-    return ids, labels, mask
+    padded = pad_tokens([(e.ids, e.labels) for e in batch], pad)
+    return padded["input_ids"], padded["labels"], padded["attention_mask"]
 
 
 def train_stage(llm, projector, feats, data: list[Encoded], steps: int, lr: float, batch: int, image_id: int,
@@ -105,7 +100,7 @@ def train_stage(llm, projector, feats, data: list[Encoded], steps: int, lr: floa
         p.requires_grad_(train_llm)
     params = [*projector.parameters(), *(llm.parameters() if train_llm else [])]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = max(1, math.ceil(warmup_ratio * steps))
+    factor = warmup_cosine(max(1, math.ceil(warmup_ratio * steps)), steps, 0.0)
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     start = time.perf_counter()
@@ -115,10 +110,8 @@ def train_stage(llm, projector, feats, data: list[Encoded], steps: int, lr: floa
             order += torch.randperm(len(data), generator=generator).tolist()
         picked, order = [data[i] for i in order[:batch]], order[batch:]
         ids, labels, mask = collate(picked, pad)
-        factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup)
-                                                                                 / max(1, steps - warmup)))
         for group in optimizer.param_groups:
-            group["lr"] = lr * factor
+            group["lr"] = lr * factor(step)
         embeds = splice(llm, projector, feats, ids, [e.image for e in picked], image_id)
         loss = llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
@@ -181,21 +174,22 @@ def p_yes(llm, projector, feats, questions: list[Question], rows: list[int], tok
         row = {"id": "q", "image": "x", "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{q.question}"},
                                                            {"from": "gpt", "value": answer}]}
         return encode_sample(row, tokenizer, template, n_img, 4096)
+    if not questions:
+        return np.zeros(0)
+    probe_yes, probe_no = encoded(questions[0], "Yes"), encoded(questions[0], "No")
+    at_answer = next(k for k, t in enumerate(probe_yes.labels) if t != IGNORE_INDEX)
+    yes_id, no_id = probe_yes.input_ids[at_answer], probe_no.input_ids[at_answer]  # the same after every prompt
     out = []
     for i in range(0, len(questions), batch):
-        chunk = questions[i:i + batch]
-        yes = [encoded(q, "Yes") for q in chunk]
-        no_ids = [encoded(q, "No") for q in chunk]
-        first = [next(k for k, t in enumerate(s.labels) if t != IGNORE_INDEX) for s in yes]
-        items = [Encoded(s.input_ids[:f], [], r) for s, f, r in zip(yes, first, rows[i:i + batch], strict=True)]
+        chunk = [encoded(q, "Yes") for q in questions[i:i + batch]]
+        first = [next(k for k, t in enumerate(s.labels) if t != IGNORE_INDEX) for s in chunk]
+        items = [Encoded(s.input_ids[:f], [IGNORE_INDEX] * f, r)
+                 for s, f, r in zip(chunk, first, rows[i:i + batch], strict=True)]
         ids, _, mask = collate(items, pad)
         logits = llm(inputs_embeds=splice(llm, projector, feats, ids, [e.image for e in items], image_id),
                      attention_mask=mask).logits
-        last = torch.tensor([f - 1 for f in first])
-        at = logits[torch.arange(len(chunk)), last]
-        y = torch.tensor([s.input_ids[f] for s, f in zip(yes, first, strict=True)])
-        n = torch.tensor([s.input_ids[f] for s, f in zip(no_ids, first, strict=True)])
-        out.append(torch.sigmoid(at[torch.arange(len(chunk)), y] - at[torch.arange(len(chunk)), n]))
+        at = logits[torch.arange(len(chunk)), torch.tensor([f - 1 for f in first])]
+        out.append(torch.sigmoid(at[:, yes_id] - at[:, no_id]))
     return torch.cat(out).numpy()
 
 

@@ -160,6 +160,21 @@ class LmmSupervisedDataset(Dataset):
         }, enc.truncated
 
 
+def pad_tokens(rows: list[tuple], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """(input_ids, labels) per sample -> padded `input_ids` (pad id), `labels` (-100) and `attention_mask`."""
+    longest = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), longest), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for row, (ids, lab) in enumerate(rows):
+        n = len(ids)
+        span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
+        input_ids[row, span] = torch.as_tensor(ids)
+        labels[row, span] = torch.as_tensor(lab)
+        attention_mask[row, span] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
 @dataclass
 class LmmCollator:
     """Pad to the longest sample: ids with `pad_token_id`, labels with -100, `attention_mask` 0 on padding.
@@ -180,20 +195,8 @@ class LmmCollator:
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         if not samples:
             raise ValueError("LmmCollator got an empty batch")
-        longest = max(len(s["input_ids"]) for s in samples)
-        input_ids = torch.full((len(samples), longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(samples), longest), dtype=torch.long)
-        for row, sample in enumerate(samples):
-            n = len(sample["input_ids"])
-            span = slice(0, n) if self.padding_side == "right" else slice(longest - n, longest)
-            input_ids[row, span] = sample["input_ids"]
-            labels[row, span] = sample["labels"]
-            attention_mask[row, span] = 1
         return {
-            "input_ids": input_ids,
-            "labels": labels,
-            "attention_mask": attention_mask,
+            **pad_tokens([(s["input_ids"], s["labels"]) for s in samples], self.pad_token_id, self.padding_side),
             "pixel_values": torch.cat([s["pixel_values"] for s in samples]),
             "image_mask": torch.cat([s["image_mask"] for s in samples]),
         }

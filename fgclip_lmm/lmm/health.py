@@ -69,8 +69,9 @@ class ImageTokenProbe:
         self.cfg = cfg
         self.image_token_id = int(llava.config.image_token_id)
         self._image: torch.Tensor | None = None
-        self._ids: torch.Tensor | None = None
-        self._embeds: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None
+        self.ids: torch.Tensor | None = None
+        self.embeds: torch.Tensor | None = None
         self._warned = False
         self._handles = [
             llava.model.multi_modal_projector.register_forward_hook(self._on_projector),
@@ -79,24 +80,25 @@ class ImageTokenProbe:
 
     def _on_projector(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         self._image = output.detach()
+        self.features = args[0].detach()  # the projector's input (tower features), for `projector_init`
 
     def _on_embeddings(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self._ids, self._embeds = args[0].detach(), output.detach()
+        self.ids, self.embeds = args[0].detach(), output.detach()
 
     def metrics(self, attention_mask: torch.Tensor | None = None, image_mask: torch.Tensor | None = None
                 ) -> dict[str, float]:
         """Health of the last forward ({} before any forward with images). `image_mask` drops dummy images."""
-        if self._image is None or self._embeds is None:
+        if self._image is None or self.embeds is None:
             return {}
         image = self._image
         if image_mask is not None and image.shape[0] == image_mask.shape[0]:
             image = image[image_mask.to(image.device)]
-        text = self._ids != self.image_token_id
+        text = self.ids != self.image_token_id
         if attention_mask is not None and attention_mask.shape == text.shape:
             text = text & attention_mask.to(text.device).bool()
         if image.numel() == 0 or not bool(text.any()):
             return {}
-        return image_token_health(image, self._embeds[text])
+        return image_token_health(image, self.embeds[text])
 
     def warning(self, metrics: dict[str, float]) -> str | None:
         """A one-line warning the first time `metrics` pass a threshold (re-armed once they are healthy again)."""

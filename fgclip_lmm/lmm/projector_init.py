@@ -20,29 +20,8 @@ import torch
 from torch import nn
 
 from .forward import lmm_forward
-from .health import image_token_health
+from .health import ImageTokenProbe, image_token_health
 from .tuning import unwrap_llava
-
-
-class _Capture:
-    def __init__(self, llava: nn.Module):
-        self.features: torch.Tensor | None = None
-        self.ids: torch.Tensor | None = None
-        self.embeds: torch.Tensor | None = None
-        self.handles = [
-            llava.model.multi_modal_projector.register_forward_hook(self._on_projector),
-            llava.get_input_embeddings().register_forward_hook(self._on_embeddings),
-        ]
-
-    def _on_projector(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self.features = args[0].detach()
-
-    def _on_embeddings(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        self.ids, self.embeds = args[0].detach(), output.detach()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 @torch.no_grad()
@@ -51,7 +30,7 @@ def match_text_init(model: nn.Module, batch: dict) -> dict[str, float]:
     output, with images); returns the image-token health before and after."""
     llava = unwrap_llava(model)
     projector = llava.model.multi_modal_projector
-    capture = _Capture(llava)
+    capture = ImageTokenProbe(model)  # the training hooks: projector input and output, input embeddings
     try:
         lmm_forward(model, **batch)  # the training forward: dummy images and a cut tower are handled there
     finally:

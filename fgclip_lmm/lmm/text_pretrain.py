@@ -14,7 +14,6 @@ The checkpoint is written to a temporary directory and renamed into place (a kil
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -26,7 +25,9 @@ from tqdm.auto import tqdm
 
 from fgclip_lmm.errors import InputError
 
-from .encode import IGNORE_INDEX, SampleError, encode_sample
+from ..train.task import warmup_cosine
+from .dataset import pad_tokens
+from .encode import SampleError, encode_sample
 
 
 @dataclass(frozen=True)
@@ -73,25 +74,6 @@ def encode_rows(rows: list[dict], tokenizer, cfg: TextPretrainConfig) -> tuple[l
     return encoded, {"skipped": skipped, "truncated": truncated, "used": len(encoded)}
 
 
-def collate(batch: list[tuple[list, list]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in batch)
-    ids = torch.full((len(batch), width), pad_id)
-    labels = torch.full((len(batch), width), IGNORE_INDEX)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (i, lab) in enumerate(batch):
-        ids[row, : len(i)] = torch.tensor(i)
-        labels[row, : len(lab)] = torch.tensor(lab)
-        mask[row, : len(i)] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def lr_at(step: int, cfg: TextPretrainConfig) -> float:
-    warmup = max(1, int(cfg.warmup_ratio * cfg.steps))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cfg.steps - warmup)))
-
-
 def pretrain_text(llm_dir: str | Path, out: str | Path, cfg: TextPretrainConfig, progress: bool = True) -> dict:
     """Train the causal LM in `llm_dir` on `cfg.data`; write model + tokenizer + `text_pretrain.json` to `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,6 +86,7 @@ def pretrain_text(llm_dir: str | Path, out: str | Path, cfg: TextPretrainConfig,
         raise InputError(f"{cfg.data}: no usable conversation (skips by reason: {counts['skipped']})")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     generator = torch.Generator().manual_seed(cfg.seed)
+    factor = warmup_cosine(max(1, int(cfg.warmup_ratio * cfg.steps)), cfg.steps, 0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     model.train()
     order: list[int] = []
@@ -114,9 +97,9 @@ def pretrain_text(llm_dir: str | Path, out: str | Path, cfg: TextPretrainConfig,
         if len(order) < cfg.batch_size:  # epochs of fresh permutations, no sample repeated within one
             order += torch.randperm(len(data), generator=generator).tolist()
         idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
-        batch = collate([data[i] for i in idx], pad)
+        batch = pad_tokens([data[i] for i in idx], pad)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = cfg.lr * factor(step)
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
